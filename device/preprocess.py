@@ -1,0 +1,100 @@
+"""The preprocessing contract shared by training, export and the device.
+
+Everything that decides what the model sees lives here: the label order, the input size,
+how a detected face box becomes a 48x48 grayscale crop, and how pixels become model input.
+`emotion_edge_train` and `emotion_edge_export` import this module; it imports neither.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+# FER2013's own label order (the `emotion` column, 0..6).
+FER2013_LABELS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+# FER+ vote columns in fer2013new.csv, in file order, mapped to FER2013 label names.
+# contempt has no FER2013 class; unknown and NF are not emotions.
+FERPLUS_VOTE_COLUMNS: tuple[str, ...] = (
+    "neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt",
+    "unknown", "NF",
+)
+FERPLUS_TO_FER2013: dict[str, str] = {
+    "neutral": "neutral",
+    "happiness": "happy",
+    "surprise": "surprise",
+    "sadness": "sad",
+    "anger": "angry",
+    "disgust": "disgust",
+    "fear": "fear",
+}
+
+INPUT_SIZE = 48
+# A detector box is tight around the eyes-to-chin region; FER2013 crops include the forehead
+# and a little background, so the crop is widened around the box centre.
+FACE_CROP_SCALE = 1.25
+# Model input is pixels / 255 in [0, 1]; kept out of the model graph so the int8 model's
+# input quantization is exactly (scale 1/255, zero point -128): int8 = pixel - 128.
+INPUT_SCALE = 1.0 / 255.0
+
+
+def resolve_labels(subset: Sequence[str] | None) -> tuple[str, ...]:
+    """Return the label order for a class subset (FER2013 order kept), or all 7."""
+    if not subset:
+        return FER2013_LABELS
+    unknown = [name for name in subset if name not in FER2013_LABELS]
+    if unknown:
+        raise ValueError(f"unknown emotion label(s) {unknown}; known: {list(FER2013_LABELS)}")
+    wanted = set(subset)
+    return tuple(name for name in FER2013_LABELS if name in wanted)
+
+
+def square_crop_box(
+    box: Sequence[float], frame_shape: Sequence[int], scale: float = FACE_CROP_SCALE
+) -> tuple[int, int, int, int]:
+    """Square box (x0, y0, x1, y1) of side scale*max(w, h) around a face box (x, y, w, h).
+
+    The result may extend past the frame; `crop_face` pads with edge pixels there.
+    """
+    x, y, w, h = (float(v) for v in box)
+    side = max(w, h) * scale
+    cx, cy = x + w / 2.0, y + h / 2.0
+    x0 = int(round(cx - side / 2.0))
+    y0 = int(round(cy - side / 2.0))
+    s = max(1, int(round(side)))
+    del frame_shape  # kept in the signature so callers state which frame the box is in
+    return x0, y0, x0 + s, y0 + s
+
+
+def crop_face(gray: np.ndarray, box: Sequence[float], scale: float = FACE_CROP_SCALE) -> np.ndarray:
+    """Crop a face from a grayscale frame into the model's 48x48 uint8 input image."""
+    import cv2  # local: training imports this module where OpenCV may be absent
+
+    if gray.ndim != 2:
+        raise ValueError(f"crop_face needs a 2-D grayscale frame, got shape {gray.shape}")
+    x0, y0, x1, y1 = square_crop_box(box, gray.shape, scale)
+    h, w = gray.shape
+    pad_l, pad_t = max(0, -x0), max(0, -y0)
+    pad_r, pad_b = max(0, x1 - w), max(0, y1 - h)
+    crop = gray[max(0, y0) : min(h, y1), max(0, x0) : min(w, x1)]
+    if crop.size == 0:
+        return np.zeros((INPUT_SIZE, INPUT_SIZE), np.uint8)
+    if pad_l or pad_t or pad_r or pad_b:
+        crop = cv2.copyMakeBorder(crop, pad_t, pad_b, pad_l, pad_r, cv2.BORDER_REPLICATE)
+    interp = cv2.INTER_AREA if crop.shape[0] > INPUT_SIZE else cv2.INTER_LINEAR
+    return cv2.resize(crop, (INPUT_SIZE, INPUT_SIZE), interpolation=interp)
+
+
+def to_float_input(faces: np.ndarray) -> np.ndarray:
+    """uint8 faces [N, 48, 48] (or [N, 48, 48, 1]) -> float32 model input [N, 48, 48, 1]."""
+    x = np.asarray(faces, dtype=np.float32) * INPUT_SCALE
+    return x.reshape(-1, INPUT_SIZE, INPUT_SIZE, 1)
+
+
+def quantize_input(faces: np.ndarray, scale: float, zero_point: int, dtype=np.int8) -> np.ndarray:
+    """uint8 faces -> quantized model input using the model's own input quantization."""
+    x = to_float_input(faces)
+    info = np.iinfo(dtype)
+    q = np.round(x / scale) + zero_point
+    return np.clip(q, info.min, info.max).astype(dtype)

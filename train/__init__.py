@@ -1,0 +1,1 @@
+"""emotion-edge workstation side: train the emotion CNN on FER2013 (+ FER+ votes)."""

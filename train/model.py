@@ -1,0 +1,62 @@
+"""A compact CNN for 48x48 grayscale faces, built for int8 edge inference.
+
+Only layers that tensorflow-model-optimization's QAT accepts: Conv2D with BatchNormalization
+right after it, ReLU, Add, pooling, Dense. No rescaling or augmentation in the graph: the
+input is pixels / 255 (see emotion_edge.preprocess).
+"""
+
+from __future__ import annotations
+
+from emotion_edge_train.tf_env import keras
+
+ARCHITECTURES = ("vgg", "tiny")
+
+
+def _conv_bn_relu(x, filters: int, name: str, l2: float):
+    x = keras.layers.Conv2D(
+        filters, 3, padding="same", use_bias=False, name=f"{name}_conv",
+        kernel_regularizer=keras.regularizers.l2(l2) if l2 else None,
+    )(x)
+    x = keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
+    return keras.layers.ReLU(name=f"{name}_relu")(x)
+
+
+def build_vgg(num_classes: int, width: int = 32, dropout: float = 0.4, l2: float = 1e-4):
+    """Four VGG stages (2 convs each, 48->24->12->6->3), global pooling, dense head.
+
+    width=32 gives ~1.2 M parameters and ~140 M multiply-adds per face.
+    """
+    inputs = keras.Input((48, 48, 1), name="face")
+    x = inputs
+    for stage, mult in enumerate((1, 2, 4, 8), start=1):
+        x = _conv_bn_relu(x, width * mult, f"s{stage}a", l2)
+        x = _conv_bn_relu(x, width * mult, f"s{stage}b", l2)
+        x = keras.layers.MaxPooling2D(2, name=f"s{stage}_pool")(x)
+        if stage >= 3:
+            x = keras.layers.Dropout(0.1 * (stage - 2), name=f"s{stage}_drop")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    x = keras.layers.Dropout(dropout, name="head_drop")(x)
+    x = keras.layers.Dense(num_classes, name="logits")(x)
+    outputs = keras.layers.Softmax(name="probs")(x)
+    return keras.Model(inputs, outputs, name="emotion_vgg")
+
+
+def build_tiny(num_classes: int):
+    """A very small net for the --quick pipeline check and unit tests."""
+    inputs = keras.Input((48, 48, 1), name="face")
+    x = inputs
+    for stage, filters in enumerate((8, 16), start=1):
+        x = _conv_bn_relu(x, filters, f"t{stage}", 0.0)
+        x = keras.layers.MaxPooling2D(2, name=f"t{stage}_pool")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    x = keras.layers.Dense(num_classes, name="logits")(x)
+    outputs = keras.layers.Softmax(name="probs")(x)
+    return keras.Model(inputs, outputs, name="emotion_tiny")
+
+
+def build_model(arch: str, num_classes: int, width: int = 32):
+    if arch == "vgg":
+        return build_vgg(num_classes, width=width)
+    if arch == "tiny":
+        return build_tiny(num_classes)
+    raise ValueError(f"unknown architecture {arch!r}; choose from {ARCHITECTURES}")

@@ -1,0 +1,223 @@
+"""Train the emotion CNN on FER2013 with FER+ votes, top-down in one sitting.
+
+    data -> duplicates removed -> targets -> tf.data with augmentation -> CNN ->
+    cosine LR, class weights, early stopping, best checkpoint on PublicTest ->
+    evaluation (PublicTest, PrivateTest, FER+ test) -> metrics JSON + PNGs.
+
+A run directory holds everything: `last.h5` + `state.json` (resume), `best.h5` (float model),
+`history.csv`, `metrics.json`, `confusion_*.png`, `curves.png`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from emotion_edge.preprocess import INPUT_SCALE, INPUT_SIZE, resolve_labels
+from emotion_edge_train.augment import AugmentConfig, augment_batch
+from emotion_edge_train.data import FerDataset, find_duplicates, load_fer, make_targets
+from emotion_edge_train.evaluate import (
+    evaluate,
+    save_confusion_png,
+    save_curves_png,
+    summary_line,
+    write_json,
+)
+from emotion_edge_train.model import build_model
+from emotion_edge_train.tf_env import keras, tf
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    data: str = "../shared/data"
+    out: str = "runs/train"
+    arch: str = "vgg"
+    width: int = 32
+    labels: list[str] = field(default_factory=list)  # empty: all 7 FER2013 classes
+    label_mode: str = "mixed"  # fer2013 | ferplus | mixed
+    fer2013_weight: float = 0.5  # in mixed mode
+    keep_test_duplicates: bool = False
+    epochs: int = 40
+    batch_size: int = 64
+    lr: float = 2e-3
+    warmup_epochs: int = 2
+    class_weight_power: float = 0.5  # 0: none, 1: fully balanced
+    patience: int = 12
+    seed: int | None = 1234
+    limit_train: int = 0  # >0: subsample training (quick mode)
+    limit_eval: int = 0
+    augment: bool = True
+
+
+def set_seed(seed: int | None) -> None:
+    if seed is None:
+        return
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def prepare_rows(ds: FerDataset, cfg: TrainConfig, labels: tuple[str, ...]):
+    """Training rows (test duplicates dropped unless asked) and their targets."""
+    report, train_in_test = find_duplicates(ds)
+    log.info("FER2013 defects: %s", report)
+    train_rows = ds.split("Training")
+    if not cfg.keep_test_duplicates:
+        train_rows = train_rows[~train_in_test[train_rows]]
+        log.info("dropped %d Training rows that also occur in PublicTest/PrivateTest",
+                 report.train_in_test)
+    train_rows, y_train = make_targets(ds, train_rows, labels, cfg.label_mode, cfg.fer2013_weight)
+    if cfg.limit_train:
+        rng = np.random.default_rng(cfg.seed or 0)
+        pick = np.sort(rng.choice(len(train_rows), min(cfg.limit_train, len(train_rows)), False))
+        train_rows, y_train = train_rows[pick], y_train[pick]
+    val_rows, y_val = make_targets(ds, ds.split("PublicTest"), labels, "fer2013")
+    if cfg.limit_eval:
+        val_rows, y_val = val_rows[: cfg.limit_eval], y_val[: cfg.limit_eval]
+    return train_rows, y_train, val_rows, y_val, report
+
+
+def class_weights(y: np.ndarray, power: float) -> np.ndarray:
+    counts = np.bincount(y.argmax(1), minlength=y.shape[1]).astype(np.float64)
+    w = (counts.sum() / (len(counts) * np.maximum(counts, 1))) ** power
+    return (w / np.average(w, weights=counts)).astype(np.float32)  # mean sample weight 1
+
+
+def make_dataset(images, targets, weights, cfg: TrainConfig, training: bool):
+    x = images.reshape(-1, INPUT_SIZE, INPUT_SIZE, 1)
+    ds = tf.data.Dataset.from_tensor_slices((x, targets, weights))
+    if training:
+        ds = ds.shuffle(len(x), seed=cfg.seed, reshuffle_each_iteration=True)
+    ds = ds.batch(cfg.batch_size)
+    aug = AugmentConfig()
+
+    def to_input(xb, yb, wb):
+        xb = tf.cast(xb, tf.float32) * INPUT_SCALE
+        if training and cfg.augment:
+            xb = augment_batch(xb, aug)
+        return xb, yb, wb
+
+    return ds.map(to_input, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+
+
+class EpochState(keras.callbacks.Callback):
+    """Save last.h5 + state.json each epoch so an interrupted run resumes where it stopped."""
+
+    def __init__(self, out: Path, best_metric: float):
+        super().__init__()
+        self.out, self.best = out, best_metric
+        self.history: list[dict] = []
+        self._t = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = {k: float(v) for k, v in (logs or {}).items()}
+        logs["epoch"] = epoch + 1
+        logs["seconds"] = round(time.time() - self._t, 1)
+        self.history.append(logs)
+        self.best = max(self.best, logs.get("val_accuracy", 0.0))
+        self.model.save(self.out / "last.h5.tmp", save_format="h5")
+        (self.out / "last.h5.tmp").replace(self.out / "last.h5")
+        state = {"epoch": epoch + 1, "best_val_accuracy": self.best, "history": self.history}
+        write_json(state, self.out / "state.json")
+
+
+def train(cfg: TrainConfig) -> dict:
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    set_seed(cfg.seed)
+    labels = resolve_labels(cfg.labels)
+    started = time.time()
+
+    # Data
+    ds = load_fer(cfg.data)
+    train_rows, y_train, val_rows, y_val, dup_report = prepare_rows(ds, cfg, labels)
+    cw = class_weights(y_train, cfg.class_weight_power)
+    w_train = cw[y_train.argmax(1)]
+    log.info("train %d rows, PublicTest %d rows, labels %s, class weights %s",
+             len(train_rows), len(val_rows), labels, np.round(cw, 2).tolist())
+    train_ds = make_dataset(ds.images[train_rows], y_train, w_train, cfg, training=True)
+    val_ds = make_dataset(ds.images[val_rows], y_val, np.ones(len(y_val), np.float32), cfg, False)
+
+    # Model (fresh, or resumed from last.h5)
+    state_file, last = out / "state.json", out / "last.h5"
+    initial_epoch, best, history = 0, 0.0, []
+    if last.is_file() and state_file.is_file():
+        state = json.loads(state_file.read_text())
+        initial_epoch, best, history = state["epoch"], state["best_val_accuracy"], state["history"]
+        model = keras.models.load_model(last)
+        log.info("resumed from %s at epoch %d (best PublicTest %.4f)", last, initial_epoch, best)
+    else:
+        model = build_model(cfg.arch, len(labels), cfg.width)
+        steps = max(1, -(-len(train_rows) // cfg.batch_size))
+        warmup = min(cfg.warmup_epochs * steps, max(0, cfg.epochs * steps - 1))
+        schedule = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=cfg.lr / 10, decay_steps=cfg.epochs * steps - warmup,
+            alpha=0.01, warmup_target=cfg.lr, warmup_steps=warmup,
+        )
+        model.compile(
+            optimizer=keras.optimizers.Adam(schedule),
+            loss=keras.losses.CategoricalCrossentropy(),
+            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+            weighted_metrics=[],
+        )
+    log.info("model %s: %d parameters", model.name, model.count_params())
+
+    epoch_state = EpochState(out, best)
+    epoch_state.history = list(history)
+    callbacks = [
+        epoch_state,
+        keras.callbacks.ModelCheckpoint(
+            str(out / "best.h5"), monitor="val_accuracy", mode="max", save_best_only=True,
+            include_optimizer=False, initial_value_threshold=best or None,
+        ),
+        keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
+                                      patience=cfg.patience, start_from_epoch=5),
+        keras.callbacks.CSVLogger(str(out / "history.csv"), append=initial_epoch > 0),
+    ]
+    if initial_epoch < cfg.epochs:
+        model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs,
+                  initial_epoch=initial_epoch, callbacks=callbacks,
+                  verbose=1 if sys.stdout.isatty() else 2)
+    train_seconds = time.time() - started
+
+    # Evaluation of the selected (best PublicTest) model
+    best_model = keras.models.load_model(out / "best.h5", compile=False)
+    metrics = evaluate_model(best_model, ds, labels, out)
+    metrics.update({
+        "config": asdict(cfg),
+        "parameters": int(best_model.count_params()),
+        "train_rows": int(len(train_rows)),
+        "duplicates": asdict(dup_report),
+        "epochs_run": len(epoch_state.history),
+        "best_epoch": int(np.argmax([h.get("val_accuracy", 0) for h in epoch_state.history]) + 1)
+        if epoch_state.history else None,
+        "wall_seconds_this_invocation": round(train_seconds, 1),
+        "train_seconds_total": round(sum(h.get("seconds", 0) for h in epoch_state.history), 1),
+        "tensorflow": tf.__version__,
+    })
+    write_json(metrics, out / "metrics.json")
+    save_curves_png(epoch_state.history, out / "curves.png")
+    log.info("done: %s", summary_line(metrics))
+    return metrics
+
+
+def evaluate_model(model, ds: FerDataset, labels: tuple[str, ...], out: Path) -> dict:
+    def predict(images: np.ndarray) -> np.ndarray:
+        x = images.reshape(-1, INPUT_SIZE, INPUT_SIZE, 1).astype(np.float32) * INPUT_SCALE
+        return model(x, training=False).numpy()
+
+    metrics = evaluate(predict, ds, labels)
+    for key in ("fer2013_PublicTest", "fer2013_PrivateTest", "ferplus_test"):
+        if key in metrics:
+            save_confusion_png(metrics[key], labels, out / f"confusion_{key}.png", key)
+    return metrics
