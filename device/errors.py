@@ -1,0 +1,17 @@
+"""Errors the daemon reports as one clear line and a non-zero exit, never a traceback wall."""
+
+
+class EmotionEdgeError(Exception):
+    """Base class: the message is meant for the user as it is."""
+
+
+class ConfigError(EmotionEdgeError):
+    """A config key is missing, of the wrong type or out of range; the message names the key."""
+
+
+class ModelError(EmotionEdgeError):
+    """A model file is missing, corrupt, or does not match its metadata."""
+
+
+class SourceError(EmotionEdgeError):
+    """A frame source cannot be opened (unknown kind, missing device or file)."""

@@ -1,0 +1,51 @@
+"""Shared fixtures: paths to ../shared (skipped with a reason when absent), a tiny int8 model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(__import__("os").environ.get("EMOTION_EDGE_SHARED", REPO.parent / "shared"))
+DATA_DIR = SHARED / "data"
+SAMPLES_DIR = SHARED / "samples"
+SAMPLE_VIDEO = SAMPLES_DIR / "face_recognition" / "short_hamilton_clip.mp4"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not (DATA_DIR / "fer2013.csv.gz").is_file():
+        pytest.skip(f"FER2013 data not found at {DATA_DIR} (expected ../shared/data beside the repo)")
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def samples_dir() -> Path:
+    if not SAMPLES_DIR.is_dir():
+        pytest.skip(f"sample photos/video not found at {SAMPLES_DIR} (expected ../shared/samples)")
+    return SAMPLES_DIR
+
+
+@pytest.fixture(scope="session")
+def sample_video(samples_dir) -> Path:
+    if not SAMPLE_VIDEO.is_file():
+        pytest.skip(f"sample video missing: {SAMPLE_VIDEO}")
+    return SAMPLE_VIDEO
+
+
+@pytest.fixture(scope="session")
+def tiny_int8_model(tmp_path_factory) -> Path:
+    """A tiny, untrained but real fully-int8 emotion model + metadata sidecar (needs TF)."""
+    pytest.importorskip("tensorflow", reason="building the test model needs the [train] extra")
+    from emotion_edge.preprocess import FER2013_LABELS
+    from emotion_edge_export.convert import export_int8
+    from emotion_edge_train.model import build_model
+    from emotion_edge_train.tf_env import keras
+
+    keras.utils.set_random_seed(0)
+    model = build_model("tiny", len(FER2013_LABELS))
+    rep = np.random.default_rng(0).integers(0, 256, (64, 48, 48), dtype=np.uint8)
+    out = tmp_path_factory.mktemp("model") / "emotion_int8.tflite"
+    return export_int8(model, rep, out, FER2013_LABELS, version="test-tiny")
