@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-
 from emotion_edge.model_meta import write_metadata
 from emotion_edge.preprocess import to_float_input
 from emotion_edge_train.tf_env import tf
@@ -44,8 +43,14 @@ def tensor_quantization(tflite_bytes: bytes) -> tuple[tuple[float, int], tuple[f
     return (float(inp[0]), int(inp[1])), (float(out[0]), int(out[1]))
 
 
-def export_int8(model, representative: np.ndarray | None, out_path: str | Path,
-                labels: tuple[str, ...], version: str, extra: dict | None = None) -> Path:
+def export_int8(
+    model,
+    representative: np.ndarray | None,
+    out_path: str | Path,
+    labels: tuple[str, ...],
+    version: str,
+    extra: dict | None = None,
+) -> Path:
     """Write `out_path` (.tflite) and its `.json` metadata sidecar; return the model path."""
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

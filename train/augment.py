@@ -56,8 +56,12 @@ def augment_batch(x: tf.Tensor, cfg: AugmentConfig = AugmentConfig()) -> tf.Tens
     size = x.shape[1]
     transforms = _affine_transforms(n, size, cfg)
     x = tf.raw_ops.ImageProjectiveTransformV3(
-        images=x, transforms=transforms, output_shape=tf.shape(x)[1:3],
-        interpolation="BILINEAR", fill_mode="REFLECT", fill_value=0.0,
+        images=x,
+        transforms=transforms,
+        output_shape=tf.shape(x)[1:3],
+        interpolation="BILINEAR",
+        fill_mode="REFLECT",
+        fill_value=0.0,
     )
     shape = tf.stack([n, 1, 1, 1])
     u = lambda lo, hi: tf.random.uniform(shape, lo, hi)  # noqa: E731

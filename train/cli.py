@@ -7,8 +7,15 @@ import logging
 import sys
 from pathlib import Path
 
-QUICK = {"arch": "tiny", "epochs": 2, "limit_train": 2000, "limit_eval": 500, "batch_size": 64,
-         "warmup_epochs": 0, "patience": 5}
+QUICK = {
+    "arch": "tiny",
+    "epochs": 2,
+    "limit_train": 2000,
+    "limit_eval": 500,
+    "batch_size": 64,
+    "warmup_epochs": 0,
+    "patience": 5,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,36 +26,66 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
 
-    f = sub.add_parser("fit", help="train a model (resumes if the run folder has a checkpoint)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    f.add_argument("--data", default="../shared/data",
-                   help="fer2013.csv[.gz], a folder holding it (+ fer2013new.csv), "
-                        "or a Kaggle train/test/<class>/ folder")
+    f = sub.add_parser(
+        "fit",
+        help="train a model (resumes if the run folder has a checkpoint)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    f.add_argument(
+        "--data",
+        default="../shared/data",
+        help="fer2013.csv[.gz], a folder holding it (+ fer2013new.csv), "
+        "or a Kaggle train/test/<class>/ folder",
+    )
     f.add_argument("--out", default="runs/train", help="run folder (checkpoints, logs, metrics)")
     f.add_argument("--arch", default="vgg", choices=["vgg", "tiny"])
     f.add_argument("--width", type=int, default=32, help="filters of the first vgg stage")
-    f.add_argument("--labels", default="",
-                   help="comma-separated class subset, e.g. angry,happy,sad,surprise,neutral")
-    f.add_argument("--label-mode", default="mixed", choices=["fer2013", "ferplus", "mixed"],
-                   help="targets: FER2013 one-hot, FER+ vote distribution, or a mix of both")
-    f.add_argument("--fer2013-weight", type=float, default=0.5,
-                   help="weight of the FER2013 one-hot in --label-mode mixed")
-    f.add_argument("--keep-test-duplicates", action="store_true",
-                   help="keep Training rows whose image also occurs in a test split")
+    f.add_argument(
+        "--labels",
+        default="",
+        help="comma-separated class subset, e.g. angry,happy,sad,surprise,neutral",
+    )
+    f.add_argument(
+        "--label-mode",
+        default="mixed",
+        choices=["fer2013", "ferplus", "mixed"],
+        help="targets: FER2013 one-hot, FER+ vote distribution, or a mix of both",
+    )
+    f.add_argument(
+        "--fer2013-weight",
+        type=float,
+        default=0.5,
+        help="weight of the FER2013 one-hot in --label-mode mixed",
+    )
+    f.add_argument(
+        "--keep-test-duplicates",
+        action="store_true",
+        help="keep Training rows whose image also occurs in a test split",
+    )
     f.add_argument("--epochs", type=int, default=40)
     f.add_argument("--batch-size", type=int, default=64)
     f.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (cosine decay)")
-    f.add_argument("--class-weight-power", type=float, default=0.5,
-                   help="0 no class weighting, 1 fully balanced")
+    f.add_argument(
+        "--class-weight-power",
+        type=float,
+        default=0.5,
+        help="0 no class weighting, 1 fully balanced",
+    )
     f.add_argument("--patience", type=int, default=12, help="early stopping, epochs")
     f.add_argument("--seed", type=int, default=1234, help="-1 for non-deterministic")
     f.add_argument("--limit-train", type=int, default=0, help="use only N training rows")
     f.add_argument("--no-augment", action="store_true")
-    f.add_argument("--quick", action="store_true",
-                   help="pipeline check in about a minute: tiny net, 2000 rows, 2 epochs")
+    f.add_argument(
+        "--quick",
+        action="store_true",
+        help="pipeline check in about a minute: tiny net, 2000 rows, 2 epochs",
+    )
 
-    e = sub.add_parser("evaluate", help="evaluate a saved float model (.h5)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    e = sub.add_parser(
+        "evaluate",
+        help="evaluate a saved float model (.h5)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     e.add_argument("model", type=Path)
     e.add_argument("--data", default="../shared/data")
     e.add_argument("--out", type=Path, default=None, help="folder for metrics.json and PNGs")
@@ -57,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     from emotion_edge_train.data import DataError
 
     try:
@@ -73,13 +112,22 @@ def _fit(args) -> int:
     from emotion_edge_train.train import TrainConfig, train
 
     cfg = TrainConfig(
-        data=args.data, out=args.out, arch=args.arch, width=args.width,
+        data=args.data,
+        out=args.out,
+        arch=args.arch,
+        width=args.width,
         labels=[s.strip() for s in args.labels.split(",") if s.strip()],
-        label_mode=args.label_mode, fer2013_weight=args.fer2013_weight,
-        keep_test_duplicates=args.keep_test_duplicates, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, class_weight_power=args.class_weight_power,
-        patience=args.patience, seed=None if args.seed < 0 else args.seed,
-        limit_train=args.limit_train, augment=not args.no_augment,
+        label_mode=args.label_mode,
+        fer2013_weight=args.fer2013_weight,
+        keep_test_duplicates=args.keep_test_duplicates,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        class_weight_power=args.class_weight_power,
+        patience=args.patience,
+        seed=None if args.seed < 0 else args.seed,
+        limit_train=args.limit_train,
+        augment=not args.no_augment,
     )
     if args.quick:
         for k, v in QUICK.items():

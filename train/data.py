@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from emotion_edge.preprocess import (
     FER2013_LABELS,
     FERPLUS_TO_FER2013,
@@ -78,7 +77,9 @@ def parse_fer2013_csv(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                 try:
                     label = int(emotion)
                 except ValueError:
-                    raise DataError(f"{path}:{line_no}: emotion {emotion!r} is not an int") from None
+                    raise DataError(
+                        f"{path}:{line_no}: emotion {emotion!r} is not an int"
+                    ) from None
                 if not 0 <= label < len(FER2013_LABELS):
                     raise DataError(f"{path}:{line_no}: emotion {label} outside 0..6")
                 if use not in USAGES:
@@ -165,8 +166,11 @@ def load_folder_layout(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                 k += 1
     if not images:
         raise DataError(f"{root}: no images found")
-    log.warning("%s: folder layout has no official PublicTest/PrivateTest split; "
-                "its test/ folder was split in half by file order", root)
+    log.warning(
+        "%s: folder layout has no official PublicTest/PrivateTest split; "
+        "its test/ folder was split in half by file order",
+        root,
+    )
     return np.stack(images), np.array(labels, np.int64), np.array(usage, np.int64)
 
 
@@ -194,7 +198,9 @@ def find_ferplus(source: Path) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
-def load_fer(source: str | Path, ferplus: str | Path | None = "auto", cache: bool = True) -> FerDataset:
+def load_fer(
+    source: str | Path, ferplus: str | Path | None = "auto", cache: bool = True
+) -> FerDataset:
     """Load FER2013 from a csv/csv.gz file, a folder layout, or a data dir holding them.
 
     `ferplus`: path to fer2013new.csv, "auto" (look beside the source) or None.

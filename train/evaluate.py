@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-
 from emotion_edge.preprocess import FER2013_LABELS
 from emotion_edge_train.data import FerDataset, ferplus_majority
 
@@ -33,8 +32,10 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, labels: tuple[
         rec = tp / cm[i, :].sum() if cm[i, :].sum() else 0.0
         f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
         per_class[name] = {
-            "precision": round(float(prec), 4), "recall": round(float(rec), 4),
-            "f1": round(float(f1), 4), "support": int(cm[i, :].sum()),
+            "precision": round(float(prec), 4),
+            "recall": round(float(rec), 4),
+            "f1": round(float(f1), 4),
+            "support": int(cm[i, :].sum()),
         }
     return {
         "n": int(len(y_true)),
@@ -81,7 +82,8 @@ def evaluate(
 def summary_line(results: dict) -> str:
     parts = [
         f"{k.replace('fer2013_', '')}={v['accuracy']:.4f}"
-        for k, v in results.items() if isinstance(v, dict) and "accuracy" in v
+        for k, v in results.items()
+        if k.startswith(("fer2013_", "ferplus_")) and isinstance(v, dict)
     ]
     return " ".join(parts)
 
@@ -100,8 +102,15 @@ def save_confusion_png(report: dict, labels: tuple[str, ...], path: Path, title:
     ax.set_yticks(range(len(labels)), labels)
     for i in range(len(labels)):
         for j in range(len(labels)):
-            ax.text(j, i, f"{norm[i, j]:.2f}\n{int(cm[i, j])}", ha="center", va="center",
-                    fontsize=7, color="white" if norm[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{norm[i, j]:.2f}\n{int(cm[i, j])}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if norm[i, j] > 0.5 else "black",
+            )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"{title} (acc {report['accuracy']:.3f})")

@@ -14,7 +14,11 @@ ARCHITECTURES = ("vgg", "tiny")
 
 def _conv_bn_relu(x, filters: int, name: str, l2: float):
     x = keras.layers.Conv2D(
-        filters, 3, padding="same", use_bias=False, name=f"{name}_conv",
+        filters,
+        3,
+        padding="same",
+        use_bias=False,
+        name=f"{name}_conv",
         kernel_regularizer=keras.regularizers.l2(l2) if l2 else None,
     )(x)
     x = keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)

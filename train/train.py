@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-
 from emotion_edge.preprocess import INPUT_SCALE, INPUT_SIZE, resolve_labels
 from emotion_edge_train.augment import AugmentConfig, augment_batch
 from emotion_edge_train.data import FerDataset, find_duplicates, load_fer, make_targets
@@ -71,8 +70,10 @@ def prepare_rows(ds: FerDataset, cfg: TrainConfig, labels: tuple[str, ...]):
     train_rows = ds.split("Training")
     if not cfg.keep_test_duplicates:
         train_rows = train_rows[~train_in_test[train_rows]]
-        log.info("dropped %d Training rows that also occur in PublicTest/PrivateTest",
-                 report.train_in_test)
+        log.info(
+            "dropped %d Training rows that also occur in PublicTest/PrivateTest",
+            report.train_in_test,
+        )
     train_rows, y_train = make_targets(ds, train_rows, labels, cfg.label_mode, cfg.fer2013_weight)
     if cfg.limit_train:
         rng = np.random.default_rng(cfg.seed or 0)
@@ -143,8 +144,13 @@ def train(cfg: TrainConfig) -> dict:
     train_rows, y_train, val_rows, y_val, dup_report = prepare_rows(ds, cfg, labels)
     cw = class_weights(y_train, cfg.class_weight_power)
     w_train = cw[y_train.argmax(1)]
-    log.info("train %d rows, PublicTest %d rows, labels %s, class weights %s",
-             len(train_rows), len(val_rows), labels, np.round(cw, 2).tolist())
+    log.info(
+        "train %d rows, PublicTest %d rows, labels %s, class weights %s",
+        len(train_rows),
+        len(val_rows),
+        labels,
+        np.round(cw, 2).tolist(),
+    )
     train_ds = make_dataset(ds.images[train_rows], y_train, w_train, cfg, training=True)
     val_ds = make_dataset(ds.images[val_rows], y_val, np.ones(len(y_val), np.float32), cfg, False)
 
@@ -161,8 +167,11 @@ def train(cfg: TrainConfig) -> dict:
         steps = max(1, -(-len(train_rows) // cfg.batch_size))
         warmup = min(cfg.warmup_epochs * steps, max(0, cfg.epochs * steps - 1))
         schedule = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=cfg.lr / 10, decay_steps=cfg.epochs * steps - warmup,
-            alpha=0.01, warmup_target=cfg.lr, warmup_steps=warmup,
+            initial_learning_rate=cfg.lr / 10,
+            decay_steps=cfg.epochs * steps - warmup,
+            alpha=0.01,
+            warmup_target=cfg.lr,
+            warmup_steps=warmup,
         )
         model.compile(
             optimizer=keras.optimizers.Adam(schedule),
@@ -177,34 +186,49 @@ def train(cfg: TrainConfig) -> dict:
     callbacks = [
         epoch_state,
         keras.callbacks.ModelCheckpoint(
-            str(out / "best.h5"), monitor="val_accuracy", mode="max", save_best_only=True,
-            include_optimizer=False, initial_value_threshold=best or None,
+            str(out / "best.h5"),
+            monitor="val_accuracy",
+            mode="max",
+            save_best_only=True,
+            include_optimizer=False,
+            initial_value_threshold=best or None,
         ),
-        keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
-                                      patience=cfg.patience, start_from_epoch=5),
+        keras.callbacks.EarlyStopping(
+            monitor="val_accuracy", mode="max", patience=cfg.patience, start_from_epoch=5
+        ),
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=initial_epoch > 0),
     ]
     if initial_epoch < cfg.epochs:
-        model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs,
-                  initial_epoch=initial_epoch, callbacks=callbacks,
-                  verbose=1 if sys.stdout.isatty() else 2)
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=cfg.epochs,
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
     train_seconds = time.time() - started
 
     # Evaluation of the selected (best PublicTest) model
     best_model = keras.models.load_model(out / "best.h5", compile=False)
     metrics = evaluate_model(best_model, ds, labels, out)
-    metrics.update({
-        "config": asdict(cfg),
-        "parameters": int(best_model.count_params()),
-        "train_rows": int(len(train_rows)),
-        "duplicates": asdict(dup_report),
-        "epochs_run": len(epoch_state.history),
-        "best_epoch": int(np.argmax([h.get("val_accuracy", 0) for h in epoch_state.history]) + 1)
-        if epoch_state.history else None,
-        "wall_seconds_this_invocation": round(train_seconds, 1),
-        "train_seconds_total": round(sum(h.get("seconds", 0) for h in epoch_state.history), 1),
-        "tensorflow": tf.__version__,
-    })
+    metrics.update(
+        {
+            "config": asdict(cfg),
+            "parameters": int(best_model.count_params()),
+            "train_rows": int(len(train_rows)),
+            "duplicates": asdict(dup_report),
+            "epochs_run": len(epoch_state.history),
+            "best_epoch": int(
+                np.argmax([h.get("val_accuracy", 0) for h in epoch_state.history]) + 1
+            )
+            if epoch_state.history
+            else None,
+            "wall_seconds_this_invocation": round(train_seconds, 1),
+            "train_seconds_total": round(sum(h.get("seconds", 0) for h in epoch_state.history), 1),
+            "tensorflow": tf.__version__,
+        }
+    )
     write_json(metrics, out / "metrics.json")
     save_curves_png(epoch_state.history, out / "curves.png")
     log.info("done: %s", summary_line(metrics))

@@ -1,0 +1,231 @@
+"""emotion-edge-export: QAT fine-tune the float model, export PTQ and QAT fully-int8 TFLite
+files, verify both files in LiteRT, and install the better one where the device finds it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+log = logging.getLogger("emotion_edge_export")
+
+DEFAULT_FLOAT = "train/artifacts/emotion_float.h5"
+DEFAULT_INSTALL = "device/models"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="emotion-edge-export",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser(
+        "run",
+        help="QAT + PTQ export, verification, report, install",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    r.add_argument(
+        "--float-model",
+        type=Path,
+        default=Path(DEFAULT_FLOAT),
+        help="trained float .h5 (its metrics.json beside it gives labels and recipe)",
+    )
+    r.add_argument("--data", default="../shared/data", help="FER2013 csv[.gz] or folder")
+    r.add_argument(
+        "--out",
+        type=Path,
+        default=Path("export/report"),
+        help="folder for the .tflite files, report.json and report.md",
+    )
+    r.add_argument(
+        "--install",
+        type=Path,
+        default=Path(DEFAULT_INSTALL),
+        help="copy the chosen int8 model + sidecar here ('' to skip)",
+    )
+    r.add_argument("--qat-epochs", type=int, default=3)
+    r.add_argument("--qat-lr", type=float, default=1e-4)
+    r.add_argument("--calibration", type=int, default=1000, help="PTQ representative faces")
+    r.add_argument("--limit-train", type=int, default=0, help="QAT on N training rows only")
+    r.add_argument("--quick", action="store_true", help="pipeline check: 1 epoch on 1000 rows")
+    v = sub.add_parser(
+        "verify",
+        help="verify one .tflite file on FER2013 / FER+",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    v.add_argument("model", type=Path)
+    v.add_argument("--data", default="../shared/data")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from emotion_edge.errors import ModelError
+    from emotion_edge_export.qat import UnsupportedLayerError
+    from emotion_edge_train.data import DataError
+
+    try:
+        if args.command == "verify":
+            return _verify(args)
+        return _run(args)
+    except (FileNotFoundError, UnsupportedLayerError, ModelError, DataError, ValueError) as exc:
+        log.error("%s", exc)
+        return 2
+
+
+def _labels_and_recipe(float_model: Path) -> tuple[tuple[str, ...], dict]:
+    from emotion_edge.preprocess import resolve_labels
+
+    metrics_file = float_model.with_name("metrics.json")
+    if metrics_file.is_file():
+        m = json.loads(metrics_file.read_text())
+        return tuple(m["labels"]), m
+    log.warning("%s missing: assuming all 7 FER2013 labels and default recipe", metrics_file)
+    return resolve_labels(None), {}
+
+
+def _verify(args) -> int:
+    from emotion_edge.model_meta import load_metadata
+    from emotion_edge_export.verify import verify_tflite
+    from emotion_edge_train.data import load_fer
+    from emotion_edge_train.evaluate import summary_line
+
+    meta = load_metadata(args.model)
+    report = verify_tflite(args.model, load_fer(args.data), meta.labels)
+    print(json.dumps({k: report[k] for k in ("size_bytes", "latency_single_face")}, indent=1))
+    print(summary_line(report))
+    return 0
+
+
+def _run(args) -> int:
+    from emotion_edge_export.convert import convert_int8, tensor_quantization
+    from emotion_edge_export.qat import (
+        fine_tune,
+        float_predict_fn,
+        load_float_model,
+        quantize,
+        representative_faces,
+    )
+    from emotion_edge_export.report import write_report
+    from emotion_edge_export.verify import verify_tflite
+    from emotion_edge_train.data import load_fer
+    from emotion_edge_train.evaluate import evaluate, predict_batched, summary_line
+    from emotion_edge_train.train import TrainConfig, make_dataset, prepare_rows
+
+    started = time.time()
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    float_model = load_float_model(args.float_model)
+    labels, train_metrics = _labels_and_recipe(args.float_model)
+    cfg = TrainConfig(
+        **{
+            k: v
+            for k, v in train_metrics.get("config", {}).items()
+            if k in TrainConfig.__dataclass_fields__
+        }
+    )
+    cfg.data = args.data
+    cfg.limit_train = 1000 if args.quick else args.limit_train
+    cfg.limit_eval = 0
+    epochs = 1 if args.quick else args.qat_epochs
+
+    ds = load_fer(args.data)
+    train_rows, y_train, val_rows, y_val, _ = prepare_rows(ds, cfg, labels)
+    import numpy as np
+
+    train_ds = make_dataset(
+        ds.images[train_rows], y_train, np.ones(len(y_train), np.float32), cfg, training=True
+    )
+    val_ds = make_dataset(ds.images[val_rows], y_val, np.ones(len(y_val), np.float32), cfg, False)
+    rep = representative_faces(ds.images[ds.split("Training")], ds.labels, args.calibration)
+
+    # Float reference (also the source of argmax agreement)
+    float_pred = float_predict_fn(float_model)
+    float_probs = {
+        s: predict_batched(float_pred, ds.images[ds.split(s)])
+        for s in ("PublicTest", "PrivateTest")
+    }
+    float_report = evaluate(float_pred, ds, labels, probs_cache=dict(float_probs))
+    float_report["parameters"] = int(float_model.count_params())
+    log.info("float: %s", summary_line(float_report))
+
+    # PTQ: the float model calibrated on Training faces
+    ptq_path = out / "emotion_ptq_int8.tflite"
+    ptq_path.write_bytes(convert_int8(float_model, rep, n_calibration=args.calibration))
+    ptq_report = verify_tflite(ptq_path, ds, labels, float_probs)
+    log.info("PTQ int8: %s", summary_line(ptq_report))
+
+    # QAT: fine-tune with fake quantization, then convert
+    steps = -(-len(train_rows) // cfg.batch_size)
+    qat_model, qat_history = fine_tune(
+        quantize(float_model), train_ds, val_ds, epochs, args.qat_lr, steps, out
+    )
+    qat_path = out / "emotion_qat_int8.tflite"
+    qat_path.write_bytes(convert_int8(qat_model, rep, n_calibration=args.calibration))
+    qat_report = verify_tflite(qat_path, ds, labels, float_probs)
+    qat_report["fine_tune"] = qat_history
+    log.info("QAT int8: %s", summary_line(qat_report))
+
+    # Ship the better int8 file by PublicTest (selection never looks at PrivateTest)
+    pub = lambda r: r["fer2013_PublicTest"]["accuracy"]  # noqa: E731
+    chosen, chosen_path = (
+        ("qat", qat_path) if pub(qat_report) >= pub(ptq_report) else ("ptq", ptq_path)
+    )
+    report = {
+        "date": date.today().isoformat(),
+        "float_model": str(args.float_model),
+        "labels": list(labels),
+        "float": float_report,
+        "ptq_int8": ptq_report,
+        "qat_int8": qat_report,
+        "chosen": chosen,
+        "qat_epochs": epochs,
+        "wall_seconds": round(time.time() - started, 1),
+        "quick": bool(args.quick),
+    }
+    write_report(report, out)
+    if str(args.install):
+        _install(chosen_path, args.install, labels, report, train_metrics, tensor_quantization)
+    log.info("done in %.0f s; chose %s; report in %s", time.time() - started, chosen, out)
+    return 0
+
+
+def _install(model_path: Path, dest: Path, labels, report: dict, train_metrics: dict, tq) -> None:
+    from emotion_edge.model_meta import write_metadata
+
+    dest.mkdir(parents=True, exist_ok=True)
+    target = dest / "emotion_int8.tflite"
+    shutil.copyfile(model_path, target)
+    in_q, out_q = tq(target.read_bytes())
+    chosen = report[f"{report['chosen']}_int8"]
+    acc = lambda r, k: r[k]["accuracy"] if k in r else None  # noqa: E731
+    metrics = {
+        split: {"int8": acc(chosen, split), "float": acc(report["float"], split)}
+        for split in ("fer2013_PublicTest", "fer2013_PrivateTest", "ferplus_test")
+    }
+    extra = {
+        "quantization": report["chosen"],
+        "metrics": metrics,
+        "training": {
+            "data": "FER2013 (Kaggle csv) + FER+ votes",
+            "recipe": train_metrics.get("config", {}),
+            "parameters": report["float"].get("parameters"),
+        },
+        "report": "export/report/report.json",
+    }
+    version = f"{report['date']}+{report['chosen']}" + ("-quick" if report["quick"] else "")
+    write_metadata(target, tuple(labels), in_q, out_q, version, extra)
+    log.info("installed %s (+ sidecar) as the device's model", target)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Write the export report: report.json and a markdown table (report.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _row(name: str, r: dict) -> str:
+    acc = lambda k: f"{100 * r[k]['accuracy']:.2f}" if k in r else "-"  # noqa: E731
+    size = f"{r['size_bytes'] / 1024:.0f} KiB" if "size_bytes" in r else "-"
+    lat = r.get("latency_single_face") or []
+    lat_s = " / ".join(f"{x['median_ms']:.3f}" for x in lat) or "-"
+    agree = r.get("argmax_agreement_with_float", {}).get("PrivateTest")
+    agree_s = f"{100 * agree:.1f}" if agree is not None else "-"
+    return (
+        f"| {name} | {acc('fer2013_PublicTest')} | {acc('fer2013_PrivateTest')} | "
+        f"{acc('ferplus_test')} | {agree_s} | {size} | {lat_s} |"
+    )
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        f"# Export report ({report['date']})",
+        "",
+        f"Float model `{report['float_model']}`, labels: {', '.join(report['labels'])}. "
+        f"Shipped: **{report['chosen'].upper()} int8** (chosen on PublicTest). "
+        f"QAT fine-tuning: {report['qat_epochs']} epoch(s). Wall time {report['wall_seconds']:.0f} s.",
+        "",
+        "| model | PublicTest % | PrivateTest % | FER+ test % | argmax agree w/ float (Private) % "
+        "| file | latency ms/face, 1 / 2 threads |",
+        "|---|---|---|---|---|---|---|",
+        _row("float (Keras)", report["float"]),
+        _row("PTQ int8 (LiteRT)", report["ptq_int8"]),
+        _row("QAT int8 (LiteRT)", report["qat_int8"]),
+        "",
+        "Accuracy is on FER2013 labels (PublicTest, PrivateTest) and FER+ majority votes on its "
+        "test split (rows whose majority is contempt/unknown/not-a-face excluded). Latency: median of "
+        "300 single-face invocations on the machine that ran the export.",
+        "",
+        "## Per class, shipped int8 model, PrivateTest",
+        "",
+        "| class | precision | recall | F1 | support |",
+        "|---|---|---|---|---|",
+    ]
+    chosen = report[f"{report['chosen']}_int8"]["fer2013_PrivateTest"]["per_class"]
+    for name, c in chosen.items():
+        lines.append(
+            f"| {name} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | "
+            f"{c['support']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict, out: Path) -> None:
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "report.md").write_text(markdown(report))
