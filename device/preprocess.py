@@ -12,13 +12,29 @@ from collections.abc import Sequence
 import numpy as np
 
 # FER2013's own label order (the `emotion` column, 0..6).
-FER2013_LABELS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+FER2013_LABELS: tuple[str, ...] = (
+    "angry",
+    "disgust",
+    "fear",
+    "happy",
+    "sad",
+    "surprise",
+    "neutral",
+)
 
 # FER+ vote columns in fer2013new.csv, in file order, mapped to FER2013 label names.
 # contempt has no FER2013 class; unknown and NF are not emotions.
 FERPLUS_VOTE_COLUMNS: tuple[str, ...] = (
-    "neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt",
-    "unknown", "NF",
+    "neutral",
+    "happiness",
+    "surprise",
+    "sadness",
+    "anger",
+    "disgust",
+    "fear",
+    "contempt",
+    "unknown",
+    "NF",
 )
 FERPLUS_TO_FER2013: dict[str, str] = {
     "neutral": "neutral",

@@ -25,7 +25,8 @@ def markdown(report: dict) -> str:
         "",
         f"Float model `{report['float_model']}`, labels: {', '.join(report['labels'])}. "
         f"Shipped: **{report['chosen'].upper()} int8** (chosen on PublicTest). "
-        f"QAT fine-tuning: {report['qat_epochs']} epoch(s). Wall time {report['wall_seconds']:.0f} s.",
+        f"QAT fine-tuning: {report['qat_epochs']} epoch(s). "
+        f"Wall time {report['wall_seconds']:.0f} s.",
         "",
         "| model | PublicTest % | PrivateTest % | FER+ test % | argmax agree w/ float (Private) % "
         "| file | latency ms/face, 1 / 2 threads |",
@@ -35,7 +36,8 @@ def markdown(report: dict) -> str:
         _row("QAT int8 (LiteRT)", report["qat_int8"]),
         "",
         "Accuracy is on FER2013 labels (PublicTest, PrivateTest) and FER+ majority votes on its "
-        "test split (rows whose majority is contempt/unknown/not-a-face excluded). Latency: median of "
+        "test split (rows whose majority is contempt/unknown/not-a-face excluded). "
+        "Latency: median of "
         "300 single-face invocations on the machine that ran the export.",
         "",
         "## Per class, shipped int8 model, PrivateTest",

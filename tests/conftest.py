@@ -17,7 +17,9 @@ SAMPLE_VIDEO = SAMPLES_DIR / "face_recognition" / "short_hamilton_clip.mp4"
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not (DATA_DIR / "fer2013.csv.gz").is_file():
-        pytest.skip(f"FER2013 data not found at {DATA_DIR} (expected ../shared/data beside the repo)")
+        pytest.skip(
+            f"FER2013 data not found at {DATA_DIR} (expected ../shared/data beside the repo)"
+        )
     return DATA_DIR
 
 

@@ -2,7 +2,6 @@ import json
 
 import numpy as np
 import pytest
-
 from emotion_edge.errors import ModelError
 from emotion_edge.litert import make_interpreter
 from emotion_edge.model_meta import load_metadata
