@@ -1,0 +1,99 @@
+"""The training and export pipelines end to end on generated data (tiny net, seconds)."""
+
+import json
+
+import pytest
+from fer_fixtures import make_fer_files
+
+pytest.importorskip("tensorflow", reason="training/export need the [train] extra")
+
+from emotion_edge.model_meta import load_metadata  # noqa: E402
+from emotion_edge_export import cli as export_cli  # noqa: E402
+from emotion_edge_train import cli as train_cli  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fer")
+    make_fer_files(root)
+    out = root / "run"
+    args = ["fit", "--quick", "--data", str(root), "--out", str(out), "--epochs", "2"]
+    assert train_cli.main(args) == 0
+    return root, out
+
+
+def test_training_writes_model_metrics_and_plots(trained_run):
+    _, out = trained_run
+    for name in (
+        "best.h5",
+        "last.h5",
+        "state.json",
+        "history.csv",
+        "metrics.json",
+        "curves.png",
+        "confusion_fer2013_PrivateTest.png",
+    ):
+        assert (out / name).is_file(), name
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["duplicates"]["train_in_test"] == 1
+    for key in ("fer2013_PublicTest", "fer2013_PrivateTest", "ferplus_test"):
+        assert 0.0 <= m[key]["accuracy"] <= 1.0
+        assert len(m[key]["confusion_matrix"]) == 7
+    assert m["epochs_run"] == 2
+
+
+def test_training_resumes_from_checkpoint(trained_run):
+    root, out = trained_run
+    args = ["fit", "--quick", "--data", str(root), "--out", str(out)]
+    # --quick fixes 2 epochs: the run is complete, so resuming trains nothing more
+    assert train_cli.main(args) == 0
+    state = json.loads((out / "state.json").read_text())
+    assert state["epoch"] == 2 and len(state["history"]) == 2
+
+
+def test_export_quick_produces_verified_int8_model(trained_run, tmp_path):
+    root, out = trained_run
+    rep, inst = tmp_path / "report", tmp_path / "models"
+    args = [
+        "run",
+        "--quick",
+        "--float-model",
+        str(out / "best.h5"),
+        "--data",
+        str(root),
+        "--out",
+        str(rep),
+        "--install",
+        str(inst),
+        "--calibration",
+        "50",
+    ]
+    assert export_cli.main(args) == 0
+    report = json.loads((rep / "report.json").read_text())
+    for key in ("float", "ptq_int8", "qat_int8"):
+        assert "fer2013_PrivateTest" in report[key]
+    assert report["qat_int8"]["input_dtype"] == "int8"
+    assert report["qat_int8"]["output_dtype"] == "int8"
+    meta = load_metadata(inst / "emotion_int8.tflite")
+    assert meta.labels[0] == "angry" and meta.extra["metrics"]["fer2013_PrivateTest"]["int8"] >= 0
+    assert (rep / "report.md").read_text().startswith("# Export report")
+
+
+def test_export_errors_are_clear(tmp_path, caplog):
+    assert export_cli.main(["run", "--float-model", str(tmp_path / "nope.h5")]) == 2
+    assert "float model not found" in caplog.text
+    from emotion_edge_train.tf_env import keras
+
+    inp = keras.Input((48, 48, 1))
+    x = keras.layers.Lambda(lambda t: t * 2, name="times_two")(inp)
+    x = keras.layers.Flatten()(x)
+    model = keras.Model(inp, keras.layers.Dense(7, activation="softmax")(x))
+    path = tmp_path / "lambda.h5"
+    model.save(path)
+    (tmp_path / "garbage.h5").write_bytes(b"not hdf5")
+    assert export_cli.main(["run", "--float-model", str(tmp_path / "garbage.h5")]) == 2
+    assert "cannot load" in caplog.text
+    from emotion_edge_export.qat import UnsupportedLayerError, quantize
+
+    with pytest.raises(UnsupportedLayerError, match="times_two"):
+        quantize(model)
