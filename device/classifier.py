@@ -1,0 +1,155 @@
+"""Int8 emotion classifier in LiteRT: all faces of a frame in one interpreter call.
+
+The model and its metadata sidecar are checked together at load: the sha256 (by
+`load_metadata`), then the tensors against the metadata (input shape and dtype, input
+quantization, output size vs labels). A model that disagrees is refused with ModelError
+rather than producing confident nonsense.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from emotion_edge.errors import ModelError
+from emotion_edge.litert import make_interpreter
+from emotion_edge.model_meta import ModelMetadata, load_metadata
+from emotion_edge.preprocess import crop_face, quantize_input
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "emotion_int8.tflite"
+_DTYPES = {"int8": np.int8, "uint8": np.uint8, "float32": np.float32}
+
+
+def resolve_model_path(model_path: str | Path | None) -> Path:
+    """An empty path means the model shipped in the package (models/emotion_int8.tflite)."""
+    return Path(model_path).expanduser() if model_path else DEFAULT_MODEL
+
+
+class EmotionClassifier:
+    def __init__(self, model_path: str | Path, num_threads: int = 2, max_batch: int = 8,
+                 max_cached_batches: int = 8):
+        path = Path(model_path)
+        if not path.is_file():
+            hint = ""
+            if path == DEFAULT_MODEL:
+                hint = (" (the trained model is not installed in this package; pass --model "
+                        "PATH or set [classifier] model_path)")
+            raise ModelError(f"emotion model not found: {path}{hint}")
+        self.meta: ModelMetadata = load_metadata(path)
+        self.labels = self.meta.labels
+        self.version = self.meta.version
+        self.num_threads = num_threads
+        self.max_batch = max(1, int(max_batch))
+        self._content = path.read_bytes()
+        self._cache: OrderedDict[int, object] = OrderedDict()
+        self._max_cached = max(1, max_cached_batches)
+        self._lock = threading.Lock()
+        interp = make_interpreter(model_content=self._content, num_threads=num_threads)
+        self._check(interp, path)
+        self._cache[1] = interp
+
+    # -- model checks -------------------------------------------------------------------------
+
+    def _check(self, interp, path: Path) -> None:
+        ins, outs = interp.get_input_details(), interp.get_output_details()
+        if len(ins) != 1 or len(outs) != 1:
+            raise ModelError(f"{path}: expected 1 input and 1 output tensor, "
+                             f"got {len(ins)} and {len(outs)}")
+        inp, out = ins[0], outs[0]
+        size = self.meta.input_size
+        shape = [int(v) for v in inp["shape"]]
+        if shape[1:] != [size, size, 1]:
+            raise ModelError(f"{path}: input shape {shape}, metadata says [N, {size}, {size}, 1]")
+        want = _DTYPES.get(self.meta.input_dtype)
+        if want is None or np.dtype(inp["dtype"]) != np.dtype(want):
+            raise ModelError(f"{path}: input dtype {np.dtype(inp['dtype']).name}, "
+                             f"metadata says {self.meta.input_dtype}")
+        scale, zero = inp["quantization"]
+        if want is not np.float32 and (
+            not np.isclose(scale, self.meta.input_scale, rtol=1e-4) or
+            int(zero) != self.meta.input_zero_point):
+            raise ModelError(f"{path}: input quantization ({scale:.6g}, {zero}) differs from "
+                             f"metadata ({self.meta.input_scale:.6g}, "
+                             f"{self.meta.input_zero_point})")
+        n_out = int(out["shape"][-1])
+        if n_out != len(self.labels):
+            raise ModelError(f"{path}: output has {n_out} classes, metadata lists "
+                             f"{len(self.labels)} labels {list(self.labels)}")
+        self._in_index, self._out_index = inp["index"], out["index"]
+        self._in_dtype = np.dtype(inp["dtype"])
+        self._in_q = (float(scale), int(zero))
+        self._out_dtype = np.dtype(out["dtype"])
+        self._out_q = tuple(out["quantization"])
+        # the batch dim must be resizable for one call per frame; else fall back to one-by-one
+        sig = inp.get("shape_signature")
+        self.dynamic_batch = bool(sig is not None and len(sig) and int(sig[0]) == -1)
+        if not self.dynamic_batch:
+            log.info("model %s has a fixed batch size; faces are classified one call each", path)
+            self.max_batch = 1
+
+    # -- inference ----------------------------------------------------------------------------
+
+    def _interpreter(self, batch: int):
+        interp = self._cache.get(batch)
+        if interp is not None:
+            self._cache.move_to_end(batch)
+            return interp
+        interp = make_interpreter(model_content=self._content, num_threads=self.num_threads)
+        interp.resize_tensor_input(self._in_index, [batch, self.meta.input_size,
+                                                    self.meta.input_size, 1], strict=True)
+        interp.allocate_tensors()
+        self._cache[batch] = interp
+        while len(self._cache) > self._max_cached:
+            self._cache.popitem(last=False)
+        return interp
+
+    def preprocess(self, gray: np.ndarray, boxes: Sequence[Sequence[float]]) -> np.ndarray:
+        """uint8 face crops [N, 48, 48] exactly as in training."""
+        if not len(boxes):
+            return np.zeros((0, self.meta.input_size, self.meta.input_size), np.uint8)
+        return np.stack([crop_face(gray, b, self.meta.face_crop_scale) for b in boxes])
+
+    def predict_faces(self, faces: np.ndarray) -> np.ndarray:
+        """Probabilities [N, n_labels] for uint8 crops [N, 48, 48]."""
+        n = len(faces)
+        if n == 0:
+            return np.zeros((0, len(self.labels)), np.float32)
+        if self._in_dtype == np.float32:
+            x_all = (np.asarray(faces, np.float32) * self.meta.input_scale).reshape(
+                n, self.meta.input_size, self.meta.input_size, 1)
+        else:
+            x_all = quantize_input(faces, self._in_q[0], self._in_q[1], self._in_dtype.type)
+        outs = []
+        with self._lock:  # an interpreter is not thread-safe
+            for start in range(0, n, self.max_batch):
+                x = x_all[start:start + self.max_batch]
+                interp = self._interpreter(len(x))
+                interp.set_tensor(self._in_index, x)
+                interp.invoke()
+                outs.append(np.array(interp.get_tensor(self._out_index)))
+        raw = np.concatenate(outs).reshape(n, -1)
+        if self._out_dtype == np.float32:
+            probs = raw.astype(np.float32)
+        else:
+            scale, zero = self._out_q
+            probs = (raw.astype(np.float32) - zero) * scale
+        probs = np.clip(probs, 0.0, None)
+        total = probs.sum(axis=1, keepdims=True)
+        # an all-zero row (possible after int8 rounding) becomes uniform, not NaN
+        return np.where(total > 0, probs / np.maximum(total, 1e-12), 1.0 / probs.shape[1])
+
+    def classify(self, gray: np.ndarray, boxes: Sequence[Sequence[float]]) -> np.ndarray:
+        """Crop every box from one grayscale frame and classify them in one call."""
+        return self.predict_faces(self.preprocess(gray, boxes))
+
+
+def load_classifier(cfg) -> EmotionClassifier:
+    """From a `config.ClassifierConfig`."""
+    return EmotionClassifier(resolve_model_path(cfg.model_path), num_threads=cfg.num_threads,
+                             max_batch=cfg.max_batch)

@@ -1,0 +1,135 @@
+"""IoU tracker: stable face ids across frames.
+
+Detections are matched to tracks greedily by IoU (highest first). A track that goes
+unmatched on `max_missed` consecutive detection runs is dropped. Between detection runs (when
+the pipeline detects only every Nth frame to stay within budget) `predict()` moves each box by
+its smoothed velocity, so the classifier crops roughly where the face went.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+Box = tuple[float, float, float, float]  # x, y, w, h
+
+
+def iou(a: Box, b: Box) -> float:
+    ax0, ay0, aw, ah = a
+    bx0, by0, bw, bh = b
+    ix = max(0.0, min(ax0 + aw, bx0 + bw) - max(ax0, bx0))
+    iy = max(0.0, min(ay0 + ah, by0 + bh) - max(ay0, by0))
+    inter = ix * iy
+    union = aw * ah + bw * bh - inter
+    return inter / union if union > 0 else 0.0
+
+
+def iou_matrix(a: Sequence[Box], b: Sequence[Box]) -> np.ndarray:
+    m = np.zeros((len(a), len(b)), np.float32)
+    for i, ba in enumerate(a):
+        for j, bb in enumerate(b):
+            m[i, j] = iou(ba, bb)
+    return m
+
+
+@dataclass
+class TrackerConfig:
+    iou_threshold: float = 0.3
+    max_missed: int = 5
+    velocity_alpha: float = 0.5  # EMA weight of the newest per-frame box motion
+
+
+@dataclass
+class Track:
+    track_id: int
+    box: Box
+    score: float
+    hits: int = 1  # detection runs that matched this track
+    missed: int = 0  # consecutive detection runs without a match
+    velocity: tuple[float, float] = (0.0, 0.0)  # px per frame of the box centre
+    frames_since_detect: int = 0
+    detected_box: Box | None = None  # box of the last matched detection (predict() moves .box)
+
+    def __post_init__(self) -> None:
+        if self.detected_box is None:
+            self.detected_box = self.box
+
+    @property
+    def visible(self) -> bool:
+        """Seen on the last detection run (so its crop is worth classifying)."""
+        return self.missed == 0
+
+
+class IouTracker:
+    def __init__(self, cfg: TrackerConfig | None = None):
+        self.cfg = cfg or TrackerConfig()
+        self.tracks: list[Track] = []
+        self._next_id = 1
+
+    def update(self, boxes: Sequence[Box], scores: Sequence[float] | None = None,
+               ) -> tuple[list[Track], list[int]]:
+        """Match one detection run; return (live tracks, ids of tracks dropped now)."""
+        scores = list(scores) if scores is not None else [1.0] * len(boxes)
+        boxes = [tuple(float(v) for v in b) for b in boxes]
+        matched_t: set[int] = set()
+        matched_d: set[int] = set()
+        if self.tracks and boxes:
+            m = iou_matrix([t.box for t in self.tracks], boxes)
+            pairs = np.argwhere(m >= self.cfg.iou_threshold)
+            order = np.argsort(-m[pairs[:, 0], pairs[:, 1]], kind="stable") if len(pairs) else []
+            for k in order:
+                ti, di = (int(v) for v in pairs[k])
+                if ti in matched_t or di in matched_d:
+                    continue
+                matched_t.add(ti)
+                matched_d.add(di)
+                self._match(self.tracks[ti], boxes[di], scores[di])
+        removed: list[int] = []
+        kept: list[Track] = []
+        for ti, t in enumerate(self.tracks):
+            if ti not in matched_t:
+                t.missed += 1
+                t.frames_since_detect = 0
+                if t.missed > self.cfg.max_missed:
+                    removed.append(t.track_id)
+                    continue
+            kept.append(t)
+        for di, b in enumerate(boxes):
+            if di not in matched_d:
+                kept.append(Track(self._next_id, b, float(scores[di])))
+                self._next_id += 1
+        self.tracks = kept
+        return list(self.tracks), removed
+
+    def _match(self, t: Track, box: Box, score: float) -> None:
+        steps = max(1, t.frames_since_detect + 1)
+        last = t.detected_box
+        ocx, ocy = last[0] + last[2] / 2, last[1] + last[3] / 2
+        ncx, ncy = box[0] + box[2] / 2, box[1] + box[3] / 2
+        if t.missed == 0:
+            a = self.cfg.velocity_alpha
+            vx = (ncx - ocx) / steps
+            vy = (ncy - ocy) / steps
+            t.velocity = (a * vx + (1 - a) * t.velocity[0], a * vy + (1 - a) * t.velocity[1])
+        else:
+            t.velocity = (0.0, 0.0)  # after a gap the old motion says little
+        t.box, t.detected_box, t.score = box, box, score
+        t.hits += 1
+        t.missed = 0
+        t.frames_since_detect = 0
+
+    def predict(self) -> list[Track]:
+        """Advance visible tracks one frame without a detection run."""
+        for t in self.tracks:
+            if t.visible:
+                x, y, w, h = t.box
+                t.box = (x + t.velocity[0], y + t.velocity[1], w, h)
+            t.frames_since_detect += 1
+        return list(self.tracks)
+
+    def clear(self) -> list[int]:
+        ids = [t.track_id for t in self.tracks]
+        self.tracks = []
+        return ids
