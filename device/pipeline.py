@@ -1,0 +1,446 @@
+"""The main loop: newest frame -> detect -> classify -> track/smooth -> events -> output.
+
+Frigate-style, the loop always takes the newest frame from the capture thread; frames it did
+not get to in time are dropped there and counted. Every stage is timed. When the processing
+time per frame goes over `pipeline.budget_ms`, detection (usually the most expensive stage)
+runs only on every Nth frame and the tracker predicts boxes in between; N goes back down when
+the cost model says the lower N fits the budget again.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from emotion_edge import __version__
+from emotion_edge.events import (
+    STATS_SCHEMA,
+    EmotionEvent,
+    EventConfig,
+    EventEngine,
+    FaceObservation,
+    iso_utc,
+    state_payload,
+)
+from emotion_edge.smoothing import EmaSmoother
+from emotion_edge.stats import StageTimes, cpu_temperature_c, load_average, rss_mb
+from emotion_edge.systemd_notify import SystemdNotifier
+from emotion_edge.tracker import IouTracker, TrackerConfig
+
+log = logging.getLogger(__name__)
+
+# Runtime errors in one frame (a bad crop, an interpreter hiccup) are logged and counted; this
+# many in a row means something is broken for good and the daemon exits so systemd restarts it.
+MAX_CONSECUTIVE_ERRORS = 50
+
+
+class BudgetController:
+    """Chooses detect_every_n from measured per-frame processing cost.
+
+    Raise N when the mean processing time of the last `window` frames exceeds the budget.
+    Lower it when the predicted mean at N-1, (D + (N-2)*T) / (N-1), fits within
+    `recover_ratio` of the budget, where D is the 90th percentile cost of recent frames with
+    detection and T the mean cost of recent frames without. Predicting from a pessimistic D,
+    and waiting `2 * window` frames after any change before lowering, keeps N from flapping
+    when detection time is noisy (a busy CPU).
+    """
+
+    def __init__(self, budget_ms: float, base_n: int = 1, max_n: int = 6, adaptive: bool = True,
+                 window: int = 10, recover_ratio: float = 0.8):
+        self.budget_ms = budget_ms
+        self.base_n = base_n
+        self.max_n = max(base_n, max_n)
+        self.adaptive = adaptive
+        self.window = window
+        self.recover_ratio = recover_ratio
+        self.n = base_n
+        self._recent: deque[float] = deque(maxlen=window)
+        self._detect_ms: deque[float] = deque(maxlen=3 * window)  # frames with detection
+        self._track_ms: deque[float] = deque(maxlen=3 * window)  # frames without
+        self._since_change = 0
+        self._no_detect_guess = 0.0
+        self.changes = 0
+        self.over_budget_frames = 0
+
+    def predicted_ms(self, n: int) -> float | None:
+        if not self._detect_ms:
+            return None
+        d = float(np.percentile(np.fromiter(self._detect_ms, float), 90))
+        t = (sum(self._track_ms) / len(self._track_ms)) if self._track_ms else None
+        if t is None:
+            t = self._no_detect_guess
+        return (d + (n - 1) * t) / n
+
+    def observe(self, total_ms: float, detected: bool, detect_ms: float = 0.0) -> int:
+        if total_ms > self.budget_ms:
+            self.over_budget_frames += 1
+        if detected:
+            self._detect_ms.append(total_ms)
+            # until a frame without detection is seen, guess its cost as total minus detect
+            self._no_detect_guess = max(0.0, total_ms - detect_ms)
+        else:
+            self._track_ms.append(total_ms)
+        self._recent.append(total_ms)
+        self._since_change += 1
+        if not self.adaptive or len(self._recent) < self.window:
+            return self.n
+        mean = sum(self._recent) / len(self._recent)
+        if mean > self.budget_ms and self.n < self.max_n:
+            self._set(self.n + 1, f"mean {mean:.1f} ms > budget {self.budget_ms:g} ms")
+        elif self.n > self.base_n and self._since_change >= 2 * self.window:
+            pred = self.predicted_ms(self.n - 1)
+            if pred is not None and pred < self.budget_ms * self.recover_ratio:
+                self._set(self.n - 1, f"predicted {pred:.1f} ms fits budget {self.budget_ms:g}"
+                                      " ms")
+        return self.n
+
+    def _set(self, n: int, why: str) -> None:
+        log.info("detect_every_n %d -> %d (%s)", self.n, n, why)
+        self.n = n
+        self.changes += 1
+        self._since_change = 0
+        self._recent.clear()
+
+
+@dataclass
+class RunSummary:
+    frames_processed: int = 0
+    frames_skipped: int = 0
+    events: int = 0
+    event_counts: dict = field(default_factory=dict)
+    reason: str = ""
+    stats: dict = field(default_factory=dict)
+
+
+class Pipeline:
+    """Wires capture, detector, classifier, tracker and output; `run()` is the main loop."""
+
+    def __init__(self, cfg, capture, detector, classifier, output,
+                 notifier: SystemdNotifier | None = None,
+                 clock: Callable[[], float] = time.time):
+        self.cfg = cfg
+        self.capture = capture
+        self.detector = detector
+        self.classifier = classifier
+        self.output = output
+        self.notifier = notifier or SystemdNotifier(socket_path="")
+        self.clock = clock
+        self.device_id = cfg.device.id
+        self.model_version = classifier.version
+        t = cfg.tracking
+        self.tracker = IouTracker(TrackerConfig(iou_threshold=t.iou_threshold,
+                                                max_missed=t.max_missed))
+        self.smoother = EmaSmoother(t.smoothing_tau_s)
+        self.engine = EventEngine(
+            EventConfig(min_hits=t.min_hits, min_confidence=t.min_confidence,
+                        hysteresis=t.hysteresis, min_dwell_s=t.min_dwell_s, top_k=t.top_k),
+            classifier.labels, self.device_id, self.model_version)
+        p = cfg.pipeline
+        self.budget = BudgetController(p.budget_ms, p.detect_every_n, p.max_detect_every_n,
+                                       p.adaptive)
+        self.times = StageTimes()
+        self._stop = threading.Event()
+        self._since_detect = 10**9  # detect on the first frame
+        self._last_index: int | None = None
+        self._last_frame_index = -1
+        self.frames_processed = 0
+        self.frames_skipped = 0  # gaps in source frame numbers: frames never processed
+        self.frames_detected = 0
+        self.events_emitted = 0
+        self.event_counts = {"appeared": 0, "changed": 0, "disappeared": 0}
+        self.errors = 0
+        self._consecutive_errors = 0
+        self._last_error_log = 0.0
+        self._started_mono = time.monotonic()
+        self._interval_start = self._started_mono
+        self._interval_frames = 0
+        self._next_stats = 0.0
+        self._next_state = 0.0
+        self.last_stats: dict = {}
+
+    # -- control ------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to finish (signal handlers call this; safe from any thread)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self, max_frames: int | None = None, duration_s: float | None = None) -> RunSummary:
+        p = self.cfg.pipeline
+        reason = "stopped"
+        self.output.start()
+        self.capture.start()
+        self._started_mono = self._interval_start = time.monotonic()
+        self._next_stats = self._started_mono + p.stats_interval_s
+        self._next_state = self._started_mono + p.state_interval_s
+        self.notifier.ready(f"running, device {self.device_id}")
+        log.info("pipeline running: device %s, detector %s, model %s, budget %g ms",
+                 self.device_id, getattr(self.detector, "name", "?"), self.model_version,
+                 p.budget_ms)
+        try:
+            while not self._stop.is_set():
+                if max_frames is not None and self.frames_processed >= max_frames:
+                    reason = f"max_frames {max_frames} reached"
+                    break
+                if duration_s is not None and time.monotonic() - self._started_mono >= duration_s:
+                    reason = f"duration {duration_s:g} s reached"
+                    break
+                if getattr(self.output, "broken", False):
+                    reason = "output closed"
+                    break
+                t0 = time.monotonic()
+                frame = self.capture.latest(timeout=p.frame_timeout_s)
+                wait_ms = (time.monotonic() - t0) * 1000.0
+                if frame is None:
+                    if getattr(self.capture, "ended", False):
+                        reason = "source ended"
+                        break
+                    self._periodic(time.monotonic())
+                    continue
+                self.times.add("capture_wait", wait_ms)
+                self._process_safely(frame)
+                self.notifier.watchdog()
+                self._periodic(time.monotonic())
+        finally:
+            self._shutdown(reason)
+        return RunSummary(self.frames_processed, self.frames_skipped, self.events_emitted,
+                          dict(self.event_counts), reason, self.last_stats)
+
+    def _shutdown(self, reason: str) -> None:
+        log.info("pipeline stopping: %s", reason)
+        self.notifier.stopping()
+        try:
+            self.capture.stop()
+        except Exception:  # noqa: BLE001 - shutdown must go on to flush the output
+            log.exception("capture did not stop cleanly")
+        try:
+            self._publish_state()
+            self._publish_stats(time.monotonic())
+        except Exception:  # noqa: BLE001
+            log.exception("final state/stats not published")
+        self.output.stop()
+        self.notifier.close()
+
+    # -- one frame ----------------------------------------------------------------------------
+
+    def _process_safely(self, frame) -> None:
+        try:
+            self.process(frame)
+            self._consecutive_errors = 0
+        except Exception as exc:
+            self.errors += 1
+            self._consecutive_errors += 1
+            now = time.monotonic()
+            if now - self._last_error_log > 60:
+                self._last_error_log = now
+                log.exception("frame %s failed (%d errors so far)", frame.index, self.errors)
+            if self._consecutive_errors >= MAX_CONSECUTIVE_ERRORS:
+                raise RuntimeError(f"{self._consecutive_errors} frames in a row failed; last: "
+                                   f"{exc}") from exc
+
+    def process(self, frame) -> list[EmotionEvent]:
+        """Run every stage on one frame; returns the events it emitted."""
+        t_start = time.monotonic()
+        if self._last_index is not None and frame.index > self._last_index + 1:
+            self.frames_skipped += frame.index - self._last_index - 1
+        self._last_index = frame.index
+        gray = frame.image
+        h, w = gray.shape[:2]
+
+        detected = self._since_detect + 1 >= self.budget.n
+        t0 = time.monotonic()
+        detect_ms = 0.0
+        if detected:
+            detections = self.detector.detect(gray)
+            detect_ms = (time.monotonic() - t0) * 1000.0
+            self.times.add("detect", detect_ms)
+            self.frames_detected += 1
+            self._since_detect = 0
+        else:
+            self._since_detect += 1
+
+        t1 = time.monotonic()
+        if detected:
+            tracks, removed = self.tracker.update([d.box for d in detections],
+                                                  [d.score for d in detections])
+        else:
+            tracks, removed = self.tracker.predict(), []
+        visible = [t for t in tracks if t.visible]
+        track_ms = (time.monotonic() - t1) * 1000.0
+
+        t2 = time.monotonic()
+        probs = self.classifier.classify(gray, [t.box for t in visible])
+        self.times.add("classify", (time.monotonic() - t2) * 1000.0)
+
+        t3 = time.monotonic()
+        obs = [FaceObservation(t.track_id, t.box, t.hits,
+                               self.smoother.update(t.track_id, p, frame.timestamp))
+               for t, p in zip(visible, probs, strict=True)]
+        self.smoother.forget(removed)
+        events = self.engine.update(obs, removed, frame.index, (w, h), frame.timestamp)
+        self.times.add("track", track_ms + (time.monotonic() - t3) * 1000.0)
+
+        t4 = time.monotonic()
+        for ev in events:
+            if self.cfg.privacy.allow_snapshots and ev.kind != "disappeared":
+                ev.snapshot_jpeg_b64 = self._snapshot(frame, ev.box)
+            self.output.publish_event(ev.to_payload(self.clock()))
+            self.events_emitted += 1
+            self.event_counts[ev.kind] += 1
+        self._last_frame_index = frame.index
+        if events:
+            self._publish_state()
+        t_end = time.monotonic()
+        self.times.add("publish", (t_end - t4) * 1000.0)
+
+        total_ms = (t_end - t_start) * 1000.0
+        self.times.add("total", total_ms)
+        self.times.add("latency", max(0.0, (self.clock() - frame.timestamp) * 1000.0))
+        self.frames_processed += 1
+        self._interval_frames += 1
+        self.budget.observe(total_ms, detected, detect_ms)
+        return events
+
+    def _snapshot(self, frame, box) -> str | None:
+        """JPEG of the face crop, base64 - only reached with [privacy] allow_snapshots."""
+        import cv2
+        from emotion_edge.preprocess import square_crop_box
+
+        img = frame.color if getattr(frame, "color", None) is not None else frame.image
+        x0, y0, x1, y1 = square_crop_box(box, img.shape, 1.25)
+        hh, ww = img.shape[:2]
+        crop = img[max(0, y0):min(hh, y1), max(0, x0):min(ww, x1)]
+        if crop.size == 0:
+            return None
+        side = self.cfg.privacy.snapshot_size
+        crop = cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA)
+        ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY,
+                                               self.cfg.privacy.snapshot_jpeg_quality])
+        return base64.b64encode(buf.tobytes()).decode("ascii") if ok else None
+
+    # -- periodic payloads --------------------------------------------------------------------
+
+    def _periodic(self, now: float) -> None:
+        p = self.cfg.pipeline
+        if now >= self._next_state:
+            self._publish_state()
+            self._next_state = now + p.state_interval_s
+        if now >= self._next_stats:
+            self._publish_stats(now)
+            self._next_stats = now + p.stats_interval_s
+
+    def _publish_state(self) -> None:
+        self.output.publish_state(state_payload(self.device_id, self.model_version,
+                                                self.engine.state_faces(),
+                                                self._last_frame_index, self.clock()))
+
+    def stats_payload(self, now: float | None = None, reset: bool = True) -> dict:
+        now = time.monotonic() if now is None else now
+        span = max(1e-6, now - self._interval_start)
+        cap = dict(self.capture.stats()) if hasattr(self.capture, "stats") else {}
+        out_stats = self.output.stats()
+        ts = self.clock()
+        payload = {
+            "schema": STATS_SCHEMA,
+            "device_id": self.device_id,
+            "model_version": self.model_version,
+            "software_version": __version__,
+            "timestamp": iso_utc(ts),
+            "ts": round(ts, 3),
+            "uptime_s": round(now - self._started_mono, 3),
+            "interval_s": round(span, 3),
+            "fps": round(self._interval_frames / span, 2),
+            "capture_fps": _num(cap.get("capture_fps")),
+            "budget_ms": self.budget.budget_ms,
+            "detect_every_n": self.budget.n,
+            "detect_every_n_changes": self.budget.changes,
+            "frames": {
+                "processed": self.frames_processed,
+                "skipped": self.frames_skipped,
+                "detected": self.frames_detected,
+                "over_budget": self.budget.over_budget_frames,
+                "errors": self.errors,
+                "read": _int(cap.get("frames_read")),
+                "dropped_stale": _int(cap.get("frames_dropped")),
+            },
+            "stages_ms": self.times.summary(reset=reset),
+            "faces": len(self.engine.state_faces()),
+            "events": dict(self.event_counts),
+            "detector": getattr(self.detector, "name", "unknown"),
+            "source": {"kind": getattr(self.cfg.source, "kind", ""),
+                       "reopen_count": _int(cap.get("reopen_count")),
+                       "last_error": _str(cap.get("last_error")),
+                       "ended": bool(cap.get("ended", False))},
+            "cpu_temp_c": cpu_temperature_c(),
+            "load_avg_1m": load_average(),
+            "rss_mb": rss_mb(),
+            "output": self.cfg.output.mode,
+            "mqtt": out_stats if self.cfg.output.mode == "mqtt" else None,
+        }
+        if reset:
+            self._interval_start = now
+            self._interval_frames = 0
+        return payload
+
+    def _publish_stats(self, now: float) -> None:
+        self.last_stats = self.stats_payload(now)
+        self.output.publish_stats(self.last_stats)
+
+
+def _num(v) -> float | None:
+    return None if v is None else round(float(v), 2)
+
+
+def _int(v) -> int | None:
+    return None if v is None else int(v)
+
+
+def _str(v) -> str | None:
+    return None if v in (None, "") else str(v)
+
+
+# Sources read from files fail for good when the path is wrong: check them before starting, so
+# a typo is an error at start-up. Cameras are only opened by the capture thread, which retries
+# with backoff (a camera that is unplugged now may come back).
+_PROBE_KINDS = ("video", "images", "demo")
+
+
+def build_pipeline(cfg, output=None, notifier: SystemdNotifier | None = None) -> Pipeline:
+    """Load the model, detector, output and capture for a validated AppConfig.
+
+    The order is the order of likely failure: model first (ModelError), then detector, then
+    the source probe (SourceError), so a broken install fails before a camera is touched.
+    """
+    from emotion_edge.capture import Capture
+    from emotion_edge.classifier import load_classifier
+    from emotion_edge.detector import make_detector
+    from emotion_edge.outputs import StdoutOutput
+    from emotion_edge.sources import make_source
+
+    classifier = load_classifier(cfg.classifier)
+    detector = make_detector(cfg.detector)
+    if cfg.source.kind in _PROBE_KINDS:
+        probe = make_source(cfg.source)
+        try:
+            probe.open()
+        finally:
+            probe.close()
+    if output is None:
+        if cfg.output.mode == "mqtt":
+            from emotion_edge.mqtt import MqttPublisher
+
+            output = MqttPublisher(cfg.mqtt, cfg.device.id, classifier.version)
+        else:
+            output = StdoutOutput()
+    capture = Capture(lambda: make_source(cfg.source), cfg.source,
+                      realtime=cfg.pipeline.realtime)
+    return Pipeline(cfg, capture, detector, classifier, output, notifier=notifier)
