@@ -48,6 +48,20 @@ AVAILABILITY_STOPPED = "stopped"  # clean shutdown
 
 _TOPIC_PART_RE = re.compile(r"^[^#+\x00]+$")
 _HA_ID_RE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+class _PahoToDebug(logging.Filter):
+    """paho logs every failed reconnect attempt as an ERROR; we report those ourselves (once,
+    with context, see `_set_error`), so its own lines go to DEBUG, except a crashed callback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING and not str(record.msg).startswith("Caught exc"):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+_paho_log = logging.getLogger(__name__ + ".paho")
+_paho_log.addFilter(_PahoToDebug())
 # events handed to paho and not yet acknowledged; more wait in the spool, not in paho's memory
 _SEND_WINDOW = 100
 
@@ -180,6 +194,8 @@ class MqttPublisher:
         self._retained: dict[str, str] = {}  # latest state / stats JSON, re-sent on connect
         self._stats = {"reconnects": 0, "events_published": 0, "events_acked": 0}
         self._last_error = ""
+        self._refused = False  # the broker answered CONNACK with a failure (reported)
+        self._paho_error = ""  # paho's last logged error, the detail of a lost connection
         self._sender: threading.Thread | None = None
         self._client = self._make_client()
 
@@ -315,7 +331,9 @@ class MqttPublisher:
             protocol=paho.MQTTv311,
             clean_session=True,
         )
-        c.enable_logger(logging.getLogger(__name__ + ".paho"))
+        c.enable_logger(_paho_log)
+        # a bug in one of our callbacks must not kill paho's network thread (it is logged)
+        c.suppress_exceptions = True
         # paho's delays are plain arithmetic: fractional seconds work despite its int hints
         c.reconnect_delay_set(
             min_delay=cfg.reconnect_min_s,  # type: ignore[arg-type]
@@ -338,6 +356,7 @@ class MqttPublisher:
         c.on_connect_fail = self._on_connect_fail
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
+        c.on_log = self._on_log
         return c
 
     def _set_error(self, msg: str) -> None:
@@ -356,6 +375,8 @@ class MqttPublisher:
                     f" (check mqtt.username and the password from "
                     f"{cfg.password_file or '$' + cfg.password_env})"
                 )
+            with self._lock:
+                self._refused = True
             self._set_error(
                 f"broker {cfg.host}:{cfg.port} refused the connection: {reason_code}{hint}"
             )
@@ -389,13 +410,23 @@ class MqttPublisher:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         with self._lock:
             was, self._connected = self._connected, False
-            stopping = self._stopping
+            stopping, refused, self._refused = self._stopping, self._refused, False
+            detail, self._paho_error = self._paho_error or str(reason_code), ""
             self._lock.notify_all()
-        if was and not stopping:
+        if stopping or refused:  # a refusal was already reported with its reason
+            return
+        where = f"{self.cfg.host}:{self.cfg.port}"
+        if was:
             self._set_error(
-                f"disconnected from {self.cfg.host}:{self.cfg.port} "
-                f"({reason_code}); reconnecting, events go to the spool"
+                f"disconnected from {where} ({detail}); reconnecting, events go to the spool"
             )
+        else:  # e.g. TLS 1.3 reports a missing client certificate only after the handshake
+            self._set_error(f"connection to {where} closed before the broker accepted it: {detail}")
+
+    def _on_log(self, client, userdata, level, buf) -> None:
+        if level == paho.MQTT_LOG_ERR:
+            with self._lock:
+                self._paho_error = buf
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         with self._lock:

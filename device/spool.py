@@ -62,6 +62,8 @@ class EventSpool:
         """
         with self._lock:
             db = self._db
+            if db is None:
+                raise RuntimeError(f"event spool {self.path} is closed")
             db.execute("BEGIN IMMEDIATE")
             try:
                 cur = db.execute(
@@ -88,6 +90,8 @@ class EventSpool:
     def ack(self, event_id: str) -> bool:
         """Delete an event the broker acknowledged; False if it was not (or no longer) here."""
         with self._lock:
+            if self._db is None:
+                return False
             cur = self._db.execute("DELETE FROM events WHERE event_id = ?", (event_id,))
             self._depth -= cur.rowcount
             return cur.rowcount > 0
@@ -99,6 +103,8 @@ class EventSpool:
         if limit <= 0:
             return []
         with self._lock:
+            if self._db is None:
+                return []
             rows = self._db.execute(
                 "SELECT seq, event_id, payload FROM events ORDER BY seq LIMIT ?",
                 (limit + len(exclude),),

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mqtt_broker import mqtt_broker  # noqa: F401  (fixture: a real mosquitto per test)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__import__("os").environ.get("EMOTION_EDGE_SHARED", REPO.parent / "shared"))
