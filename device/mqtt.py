@@ -489,19 +489,15 @@ class MqttPublisher:
                     self._set_error(err)
 
     def _process_acks(self) -> int:
+        # one critical section, so flush() never sees the spool emptied but the count stale
         with self._lock:
             acks, self._acks = self._acks, []
-            done = []
             for mid in acks:
                 event_id = self._inflight.pop(mid, None)
                 if event_id is not None:  # None: availability / state / stats / discovery
                     self._handed.discard(event_id)
-                    done.append(event_id)
-        n = 0
-        for event_id in done:
-            n += self.spool.ack(event_id)  # False: dropped from a full spool meanwhile
-        with self._lock:
-            self._stats["events_acked"] += n
+                    # False: dropped from a full spool meanwhile
+                    self._stats["events_acked"] += self.spool.ack(event_id)
             self._lock.notify_all()
         return len(acks)
 
