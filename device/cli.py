@@ -160,16 +160,22 @@ def run_daemon(cfg, max_frames: int | None, duration: float | None) -> int:
     from emotion_edge.systemd_notify import SystemdNotifier
 
     notifier = SystemdNotifier()
-    pipeline = build_pipeline(cfg, notifier=notifier)
+    holder: dict = {}
 
     def on_signal(signum, _frame) -> None:
         log.info("%s received, shutting down", signal.Signals(signum).name)
-        pipeline.stop()
+        holder["stop"] = True
+        if "pipeline" in holder:
+            holder["pipeline"].stop()
         # a second signal ends the process at once, in case shutdown hangs
         signal.signal(signum, signal.SIG_DFL)
 
+    # installed before the model loads, so an early SIGTERM still ends in a clean exit
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    pipeline = holder["pipeline"] = build_pipeline(cfg, notifier=notifier)
+    if holder.get("stop"):
+        pipeline.stop()
     _hints(cfg)
     summary = pipeline.run(max_frames=max_frames, duration_s=duration)
     st = summary.stats

@@ -1,0 +1,210 @@
+"""The main loop on the real sample video, with the real detector, model and capture thread."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+from emotion_edge.config import load_config
+from emotion_edge.outputs import StdoutOutput
+from emotion_edge.payload_schema import validate
+from emotion_edge.pipeline import BudgetController, build_pipeline
+
+N_VIDEO_FRAMES = 275  # short_hamilton_clip.mp4
+
+
+def make_cfg(video, model, source=None, **tables):
+    over = {
+        "device": {"id": "test-dev"},
+        "source": {"kind": "video", "uri": str(video), "loop": False, **(source or {})},
+        "classifier": {"model_path": str(model), "num_threads": 1},
+        "detector": {"num_threads": 1},
+    }
+    for name, values in tables.items():
+        over.setdefault(name, {}).update(values)
+    return load_config(None, over)
+
+
+def lines_of(buf: io.StringIO) -> list[dict]:
+    return [json.loads(line) for line in buf.getvalue().splitlines()]
+
+
+class SlowDetector:
+    """The real detector behind an artificial delay (the 'slow stage' of the test)."""
+
+    def __init__(self, inner, delay_s: float, fast_after_s: float | None = None):
+        self.inner, self.delay_s, self.fast_after_s = inner, delay_s, fast_after_s
+        self.name = f"slow-{inner.name}"
+        self.t0: float | None = None
+
+    def detect(self, gray):
+        now = time.monotonic()
+        if self.t0 is None:
+            self.t0 = now
+        if self.fast_after_s is None or now - self.t0 < self.fast_after_s:
+            time.sleep(self.delay_s)
+        return self.inner.detect(gray)
+
+
+def test_stdout_events_on_sample_video_are_schema_valid(sample_video, tiny_int8_model):
+    cfg = make_cfg(sample_video, tiny_int8_model, pipeline={"realtime": False,
+                                                            "stats_interval_s": 0.5})
+    buf = io.StringIO()
+    pipe = build_pipeline(cfg, output=StdoutOutput(buf))
+    summary = pipe.run()
+    assert summary.reason == "source ended"
+    # not realtime: the capture thread waits for the consumer, nothing is dropped
+    assert summary.frames_processed == N_VIDEO_FRAMES and summary.frames_skipped == 0
+    payloads = lines_of(buf)
+    kinds = {"event": 0, "state": 0, "stats": 0}
+    for p in payloads:
+        validate(p)
+        kinds[p["schema"].split("/")[1]] += 1
+        # privacy default: no image data anywhere (no snapshot key, no long base64 strings)
+        assert "snapshot_jpeg_b64" not in p
+        assert max(len(s) for s in _strings(p)) < 200
+    assert kinds["state"] >= 1 and kinds["stats"] >= 1
+    events = [p for p in payloads if p["schema"] == "emotion-edge/event/1"]
+    appeared = [e for e in events if e["kind"] == "appeared"]
+    assert appeared, "no face announced in a video full of faces"
+    assert len({e["event_id"] for e in events}) == len(events)
+    assert all(e["device_id"] == "test-dev" and e["model_version"] == "test-tiny"
+               for e in events)
+    # every face that disappeared had appeared first, with the same id
+    seen = set()
+    for e in events:
+        if e["kind"] == "appeared":
+            seen.add(e["face_id"])
+        else:
+            assert e["face_id"] in seen
+    frames = [e["frame"]["index"] for e in events]
+    assert frames == sorted(frames)
+    stats = [p for p in payloads if p["schema"] == "emotion-edge/stats/1"][-1]
+    assert stats["frames"]["processed"] == N_VIDEO_FRAMES
+    assert stats["frames"]["detected"] == N_VIDEO_FRAMES  # budget of 100 ms holds here
+    assert stats["stages_ms"]["detect"]["n"] >= 1
+    assert stats["events"]["appeared"] == len(appeared)
+
+
+def _strings(obj):
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _strings(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _strings(v)
+    else:
+        yield ""
+
+
+def test_slow_stage_drops_stale_frames_and_raises_detect_every_n(sample_video,
+                                                                 tiny_int8_model):
+    """Detection made 90 ms slower than a 50 ms budget on a video paced like a camera: stale
+    frames are dropped and counted, N rises; once detection is fast again N comes back."""
+    cfg = make_cfg(sample_video, tiny_int8_model, source={"loop": True},
+                   pipeline={"realtime": True, "budget_ms": 50.0, "stats_interval_s": 0.5,
+                             "max_detect_every_n": 6})
+    buf = io.StringIO()
+    pipe = build_pipeline(cfg, output=StdoutOutput(buf))
+    pipe.detector = SlowDetector(pipe.detector, 0.09, fast_after_s=3.0)
+    summary = pipe.run(duration_s=6.0)
+    stats = [p for p in lines_of(buf) if p["schema"] == "emotion-edge/stats/1"]
+    for s in stats:
+        validate(s)
+    ns = [s["detect_every_n"] for s in stats]
+    assert max(ns) >= 2, ns
+    assert ns[-1] == 1, f"detect_every_n did not recover after the slow phase: {ns}"
+    last = stats[-1]
+    assert last["frames"]["dropped_stale"] > 0
+    assert summary.frames_skipped > 0 and last["frames"]["skipped"] == summary.frames_skipped
+    assert last["frames"]["over_budget"] > 0
+    assert last["frames"]["detected"] < last["frames"]["processed"]
+    assert pipe.budget.changes >= 2
+
+
+def test_budget_controller_rises_and_recovers():
+    bc = BudgetController(budget_ms=50, base_n=1, max_n=4, window=5)
+    for _ in range(5):
+        bc.observe(80.0, detected=True, detect_ms=78.0)
+    assert bc.n == 2
+    for i in range(30):  # D = 80, T = 2: at N=2 the mean is 41 < 50, N=1 would be 80
+        det = i % 2 == 0
+        bc.observe(80.0 if det else 2.0, detected=det, detect_ms=78.0 if det else 0.0)
+    assert bc.n == 2
+    for i in range(40):  # detection became cheap: 10 ms
+        det = i % 2 == 0
+        bc.observe(10.0 if det else 2.0, detected=det, detect_ms=8.0 if det else 0.0)
+    assert bc.n == 1
+    assert bc.over_budget_frames == 5 + 15
+    fixed = BudgetController(budget_ms=50, adaptive=False, window=5)
+    for _ in range(20):
+        fixed.observe(500.0, detected=True)
+    assert fixed.n == 1
+
+
+def test_snapshots_only_when_allowed(sample_video, tiny_int8_model):
+    cfg = make_cfg(sample_video, tiny_int8_model, pipeline={"realtime": False},
+                   privacy={"allow_snapshots": True, "snapshot_size": 64})
+    buf = io.StringIO()
+    build_pipeline(cfg, output=StdoutOutput(buf)).run(max_frames=60)
+    events = [p for p in lines_of(buf) if p["schema"] == "emotion-edge/event/1"]
+    with_snap = [e for e in events if e["kind"] != "disappeared"]
+    assert with_snap
+    for e in with_snap:
+        validate(e)
+        jpg = np.frombuffer(base64.b64decode(e["snapshot_jpeg_b64"]), np.uint8)
+        img = cv2.imdecode(jpg, cv2.IMREAD_UNCHANGED)
+        assert img is not None and img.shape[:2] == (64, 64)
+
+
+def test_frame_errors_are_counted_not_fatal(sample_video, tiny_int8_model, caplog):
+    cfg = make_cfg(sample_video, tiny_int8_model, pipeline={"realtime": False})
+    buf = io.StringIO()
+    pipe = build_pipeline(cfg, output=StdoutOutput(buf))
+    inner = pipe.detector
+
+    class Flaky:
+        name = "flaky"
+        calls = 0
+
+        def detect(self, gray):
+            Flaky.calls += 1
+            if Flaky.calls in (3, 4):
+                raise RuntimeError("injected detector failure")
+            return inner.detect(gray)
+
+    pipe.detector = Flaky()
+    summary = pipe.run(max_frames=20)
+    assert summary.frames_processed == 20
+    assert pipe.errors == 2
+    assert "injected detector failure" in caplog.text
+
+
+def test_stop_from_another_thread(sample_video, tiny_int8_model):
+    cfg = make_cfg(sample_video, tiny_int8_model, source={"loop": True})
+    buf = io.StringIO()
+    pipe = build_pipeline(cfg, output=StdoutOutput(buf))
+    threading.Timer(1.0, pipe.stop).start()
+    t0 = time.monotonic()
+    summary = pipe.run(duration_s=30)
+    assert time.monotonic() - t0 < 5
+    assert summary.reason == "stopped" and summary.frames_processed > 0
+    # the final stats payload is written on the way out
+    assert lines_of(buf)[-1]["schema"] == "emotion-edge/stats/1"
+
+
+@pytest.mark.parametrize("bad", ["video", "images"])
+def test_missing_file_source_fails_at_start(tmp_path, tiny_int8_model, bad):
+    from emotion_edge.errors import SourceError
+
+    cfg = make_cfg(tmp_path / "nope.mp4", tiny_int8_model, source={"kind": bad})
+    with pytest.raises(SourceError):
+        build_pipeline(cfg, output=StdoutOutput(io.StringIO()))
