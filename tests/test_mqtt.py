@@ -227,6 +227,53 @@ def test_last_will_offline_when_process_is_killed(mqtt_broker, tmp_path):
         child.stdout.close()
 
 
+_CRASHER = textwrap.dedent("""
+    import sys, time
+    from emotion_edge.mqtt import MqttConfig, MqttPublisher
+    cfg = MqttConfig.from_dict({"enabled": True, "host": "127.0.0.1", "port": int(sys.argv[1]),
+                                "spool_dir": sys.argv[2]})
+    pub = MqttPublisher(cfg, "kiosk-1")
+    pub.start()  # nothing listens: every event stays in the spool
+    for i in range(10):
+        pub.publish_event({"event_id": f"crash-{i}", "n": i})
+    print("SPOOLED", flush=True)
+    time.sleep(60)
+""")
+
+
+def test_spool_survives_publisher_crash(tmp_path, publishers):
+    broker = Broker(tmp_path)  # not started yet
+    spool = tmp_path / "spool"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CRASHER, str(broker.port), str(spool)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout.readline().strip() == "SPOOLED"
+        os.kill(child.pid, signal.SIGKILL)  # no stop(), no flush: only what is on disk counts
+        child.wait(5)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait()
+        child.stdout.close()
+    broker.start()
+    try:
+        sub = Subscriber(broker)
+        pub = new_pub(publishers, make_cfg(broker, tmp_path))
+        assert pub.stats()["spool_depth"] == 10
+        assert pub.wait_connected(5) and pub.flush(5), pub.stats()
+        topic = pub.topic("events")
+        assert sub.wait_for(lambda s: len(s.payloads(topic)) >= 10, 5)
+        assert [e["event_id"] for e in sub.events(topic)] == [f"crash-{i}" for i in range(10)]
+        sub.close()
+    finally:
+        for p in publishers:
+            p.stop(timeout=1.0)
+        broker.stop()
+
+
 def test_broker_killed_and_restarted_every_event_delivered(mqtt_broker, tmp_path, publishers):
     """At least once with ids: distinct ids received == ids produced, spool drained."""
     events_topic = f"emotion-edge/{DEVICE}/events"
