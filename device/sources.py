@@ -1,0 +1,477 @@
+"""Frame sources: Pi camera, OpenCV (webcam, RTSP/HTTP, GStreamer), video file, image folder, demo.
+
+Every source yields grayscale frames (what detection and classification use); those that decode
+colour anyway keep the BGR image beside it for opt-in snapshots. Sources do no retrying and no
+pacing: `emotion_edge.capture.Capture` reopens them with backoff and paces file sources to
+`pace_fps` when it runs in real time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from emotion_edge.errors import ConfigError, SourceError
+from emotion_edge.frames import Frame, to_gray
+
+log = logging.getLogger(__name__)
+
+SOURCE_KINDS = ("demo", "picamera2", "opencv", "video", "images")
+# Kinds that read a finite file; cameras and streams have no end, only failures.
+FILE_KINDS = ("video", "images", "demo")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+
+
+@dataclass
+class SourceConfig:
+    kind: str = field(default="demo", metadata={"choices": SOURCE_KINDS})
+    # opencv: device index "0", /dev/video0, rtsp://..., http://..., or a GStreamer pipeline;
+    # video: file path; images: folder path
+    uri: str = ""
+    width: int = field(default=640, metadata={"min": 16, "max": 8192})
+    height: int = field(default=480, metadata={"min": 16, "max": 8192})
+    fps: float = field(default=15.0, metadata={"min": 0, "min_exclusive": True, "max": 240})
+    loop: bool = True  # video/images/demo: loop at the end, else end of stream
+    reopen_min_s: float = field(default=1.0, metadata={"min": 0, "min_exclusive": True})
+    reopen_max_s: float = field(default=30.0, metadata={"min": 0, "min_exclusive": True})
+
+    @classmethod
+    def from_dict(cls, d: dict, key: str = "source") -> SourceConfig:
+        """Validate a [source] table; errors name the key, e.g. "source.kind"."""
+        from emotion_edge.config import table_from_dict  # shared key/type/range checks
+
+        cfg = table_from_dict(cls, d, key)
+        if cfg.kind in ("video", "images") and not cfg.uri.strip():
+            what = "path of a video file" if cfg.kind == "video" else "path of a folder of images"
+            raise ConfigError(f"{key}.uri: required for kind {cfg.kind!r} ({what})")
+        if cfg.reopen_max_s < cfg.reopen_min_s:
+            raise ConfigError(
+                f"{key}.reopen_max_s: must be >= reopen_min_s "
+                f"({cfg.reopen_min_s:g}), got {cfg.reopen_max_s:g}"
+            )
+        return cfg
+
+
+@runtime_checkable
+class FrameSource(Protocol):
+    """One concrete class per kind. `pace_fps` is the rate a file plays at (None: a live
+    camera, whose reads block until the next frame)."""
+
+    pace_fps: float | None
+
+    def open(self) -> None: ...  # SourceError with a clear message if it cannot open
+
+    def read(self) -> Frame | None: ...  # None = end of stream; SourceError on failure
+
+    def close(self) -> None: ...
+
+
+class _Counter:
+    """Frame numbers that keep counting across loops of a file."""
+
+    def __init__(self) -> None:
+        self.index = 0
+
+    def next(self) -> int:
+        i = self.index
+        self.index += 1
+        return i
+
+
+# -- OpenCV: webcams, network streams, GStreamer pipelines --------------------------------------
+
+
+def parse_opencv_uri(uri: str) -> tuple[int | str, bool]:
+    """(what to pass to VideoCapture, whether it is a GStreamer pipeline)."""
+    u = uri.strip()
+    if u == "":
+        return 0, False
+    if u.isdigit():
+        return int(u), False
+    # A GStreamer pipeline is elements joined by "!" (e.g. nvarguscamerasrc ! ... ! appsink).
+    return u, "!" in u
+
+
+def _redact(uri: str) -> str:
+    """rtsp://user:secret@host/... -> rtsp://user:***@host/... for logs and errors."""
+    if "://" in uri and "@" in uri.split("://", 1)[1].split("/", 1)[0]:
+        scheme, rest = uri.split("://", 1)
+        cred, host = rest.split("@", 1)
+        user = cred.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return uri
+
+
+class OpenCVSource:
+    """cv2.VideoCapture on a device index, /dev/videoN, an RTSP/HTTP URL or a GStreamer pipeline."""
+
+    pace_fps: float | None = None
+
+    def __init__(self, cfg: SourceConfig) -> None:
+        self.cfg = cfg
+        self.target, self.gstreamer = parse_opencv_uri(cfg.uri)
+        self.name = f"opencv:{_redact(str(self.target))}"
+        self._cap = None
+        self._count = _Counter()
+
+    def open(self) -> None:
+        import cv2
+
+        self.close()
+        if self.gstreamer:
+            cap = cv2.VideoCapture(self.target, cv2.CAP_GSTREAMER)
+        else:
+            cap = cv2.VideoCapture(self.target)
+        if not cap.isOpened():
+            cap.release()
+            if isinstance(self.target, int) or str(self.target).startswith("/dev/"):
+                hint = (
+                    "no such camera, or it is busy; list cameras with `ls /dev/video*` "
+                    "(v4l2-ctl --list-devices) and set source.uri"
+                )
+            elif self.gstreamer:
+                hint = (
+                    "the GStreamer pipeline did not start (OpenCV built without GStreamer, "
+                    "or a wrong element); it must end in appsink"
+                )
+            else:
+                hint = "stream unreachable or format not supported; check the URL with ffprobe"
+            raise SourceError(f"{self.name}: cannot open ({hint})")
+        if not self.gstreamer:
+            # Requests only: a camera picks its nearest mode and a stream ignores them.
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.cfg.width)
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.cfg.height)
+            cap.set(cv2.CAP_PROP_FPS, self.cfg.fps)
+            # Keep the driver from queueing old frames; Capture wants the newest one.
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        self._cap = cap
+
+    def read(self) -> Frame | None:
+        if self._cap is None:
+            raise SourceError(f"{self.name}: read before open")
+        ok, img = self._cap.read()
+        ts = time.time()
+        if not ok or img is None:
+            # A live source has no end: a failed read is an unplugged camera or a dropped stream.
+            raise SourceError(f"{self.name}: read failed (camera unplugged or stream dropped)")
+        return Frame(to_gray(img), self._count.next(), ts, img if img.ndim == 3 else None)
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+# -- video file ---------------------------------------------------------------------------------
+
+
+class VideoFileSource:
+    """A video file decoded by OpenCV; plays at its own frame rate when Capture is real-time."""
+
+    def __init__(self, cfg: SourceConfig) -> None:
+        self.cfg = cfg
+        self.path = Path(cfg.uri).expanduser()
+        self.name = f"video:{self.path}"
+        self.pace_fps: float | None = cfg.fps
+        self.frame_count = 0
+        self._cap = None
+        self._pending = None  # first frame, decoded by open() to prove the file is readable
+        self._count = _Counter()
+
+    def _open_capture(self):
+        import cv2
+
+        if not self.path.is_file():
+            raise SourceError(
+                f"{self.name}: file not found"
+                if not self.path.exists()
+                else f"{self.name}: not a file"
+            )
+        cap = cv2.VideoCapture(str(self.path))
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(f"{self.name}: cannot open (not a video OpenCV can decode)")
+        ok, img = cap.read()
+        if not ok or img is None:
+            cap.release()
+            raise SourceError(f"{self.name}: no decodable frame (empty or corrupt file)")
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        # Containers without a usable rate report 0 or nonsense; the configured fps is the guess.
+        self.pace_fps = fps if 1.0 <= fps <= 240.0 else self.cfg.fps
+        self.frame_count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        return cap, img
+
+    def open(self) -> None:
+        self.close()
+        self._cap, self._pending = self._open_capture()
+
+    def read(self) -> Frame | None:
+        if self._cap is None:
+            raise SourceError(f"{self.name}: read before open")
+        if self._pending is not None:
+            img, self._pending = self._pending, None
+        else:
+            ok, img = self._cap.read()
+            if not ok or img is None:
+                if not self.cfg.loop:
+                    return None
+                # Reopening rather than seeking to 0: seeking is unreliable for some codecs.
+                self._cap.release()
+                self._cap, img = self._open_capture()
+        ts = time.time()
+        return Frame(to_gray(img), self._count.next(), ts, img if img.ndim == 3 else None)
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+        self._pending = None
+
+
+# -- folder of images ---------------------------------------------------------------------------
+
+
+class ImageFolderSource:
+    """The images of a folder in name order, one frame each, at `fps` when real-time."""
+
+    def __init__(self, cfg: SourceConfig) -> None:
+        self.cfg = cfg
+        self.path = Path(cfg.uri).expanduser()
+        self.name = f"images:{self.path}"
+        self.pace_fps: float | None = cfg.fps
+        self.files: list[Path] = []
+        self._pos = 0
+        self._bad: set[Path] = set()
+        self._good_this_pass = False
+        self._count = _Counter()
+
+    def open(self) -> None:
+        if not self.path.is_dir():
+            raise SourceError(
+                f"{self.name}: folder not found"
+                if not self.path.exists()
+                else f"{self.name}: not a folder"
+            )
+        self.files = sorted(
+            p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        )
+        if not self.files:
+            raise SourceError(f"{self.name}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        self._pos = 0
+        self._good_this_pass = False
+
+    def read(self) -> Frame | None:
+        import cv2
+
+        if not self.files:
+            raise SourceError(f"{self.name}: read before open")
+        while True:
+            if self._pos >= len(self.files):
+                if not self._good_this_pass:
+                    raise SourceError(
+                        f"{self.name}: none of the {len(self.files)} images could be decoded"
+                    )
+                if not self.cfg.loop:
+                    return None
+                self._pos, self._good_this_pass = 0, False
+            p = self.files[self._pos]
+            self._pos += 1
+            img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+            if img is None:
+                # Skip it (once-per-file warning) instead of failing: one bad file in a folder
+                # should not stop the others, and a reopen would only hit it again.
+                if p not in self._bad:
+                    self._bad.add(p)
+                    log.warning("%s: cannot decode %s, skipped", self.name, p.name)
+                continue
+            self._good_this_pass = True
+            return Frame(to_gray(img), self._count.next(), time.time(), img)
+
+    def close(self) -> None:
+        self.files = []
+
+
+# -- demo: a real photo, panned and zoomed like a camera ----------------------------------------
+
+
+class DemoSource:
+    """scikit-image's astronaut photo (public domain) as a slowly panning and zooming sequence.
+
+    A still photo would give the tracker nothing to do; the motion is slow enough for IoU
+    tracking and keeps the face in view. One cycle lasts `DEMO_PERIOD_S` seconds of frames.
+    """
+
+    DEMO_PERIOD_S = 20.0
+
+    def __init__(self, cfg: SourceConfig) -> None:
+        self.cfg = cfg
+        self.name = "demo:astronaut"
+        self.pace_fps: float | None = cfg.fps
+        self.period = max(2, round(cfg.fps * self.DEMO_PERIOD_S))
+        self._bgr: np.ndarray | None = None
+        self._gray: np.ndarray | None = None
+        self._n = 0
+        self._count = _Counter()
+
+    def open(self) -> None:
+        import cv2
+
+        try:
+            from skimage import data
+        except ImportError:
+            raise SourceError(
+                "source 'demo' needs scikit-image: pip install scikit-image (or "
+                "pip install 'emotion-edge[demo]'), or choose another source.kind "
+                "(picamera2, opencv, video, images)"
+            ) from None
+        rgb = np.ascontiguousarray(data.astronaut())
+        self._bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+        self._gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        self._n = 0
+
+    def transform(self, n: int) -> np.ndarray:
+        """2x3 affine from photo to frame pixels for frame n of a cycle."""
+        w, h = self.cfg.width, self.cfg.height
+        ih, iw = self._gray.shape[:2]
+        phase = 2 * math.pi * (n % self.period) / self.period
+        # Zoom between 1.05x and 1.45x of "photo covers the frame"; pan around the face
+        # (about x 170-280, y 60-190 in the 512x512 photo).
+        scale = max(w / iw, h / ih) * (1.25 + 0.2 * math.sin(phase))
+        cx = 240 + 40 * math.sin(phase)
+        cy = 170 + 25 * math.sin(2 * phase)
+        return np.array([[scale, 0.0, w / 2 - scale * cx], [0.0, scale, h / 2 - scale * cy]])
+
+    def read(self) -> Frame | None:
+        import cv2
+
+        if self._gray is None:
+            raise SourceError(f"{self.name}: read before open")
+        if self._n >= self.period and not self.cfg.loop:
+            return None
+        m = self.transform(self._n)
+        self._n += 1
+        size = (self.cfg.width, self.cfg.height)
+        gray = cv2.warpAffine(
+            self._gray, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+        )
+        bgr = cv2.warpAffine(
+            self._bgr, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+        )
+        return Frame(gray, self._count.next(), time.time(), bgr)
+
+    def close(self) -> None:
+        self._gray = self._bgr = None
+
+
+# -- Raspberry Pi camera ------------------------------------------------------------------------
+
+
+class Picamera2Source:
+    """Raspberry Pi camera through picamera2 (libcamera).
+
+    Detection runs on the low-resolution `lores` stream in YUV420: its first `height` rows are
+    the Y (luma) plane, already the grayscale image, so no colour conversion is spent per frame.
+    The `main` stream (BGR, "RGB888" in picamera2's naming) is configured at the same size so a
+    snapshot could be taken from it; frames carry no colour to keep the per-frame copy small.
+    """
+
+    pace_fps: float | None = None
+
+    def __init__(self, cfg: SourceConfig) -> None:
+        self.cfg = cfg
+        self.name = "picamera2" + (f":{cfg.uri}" if cfg.uri else "")
+        self._cam = None
+        self._size = (cfg.width, cfg.height)
+        self._count = _Counter()
+
+    def open(self) -> None:
+        self.close()
+        try:
+            from picamera2 import Picamera2
+        except ImportError:
+            raise SourceError(
+                "source 'picamera2' needs the picamera2 module (Raspberry Pi OS: sudo apt install "
+                "python3-picamera2, and create the venv with --system-site-packages); for a USB "
+                'camera use source.kind = "opencv"'
+            ) from None
+        # YUV420 needs even sizes; the ISP may align further, read back below.
+        w, h = self.cfg.width // 2 * 2, self.cfg.height // 2 * 2
+        try:
+            cam = Picamera2(int(self.cfg.uri)) if self.cfg.uri.strip() else Picamera2()
+        except (IndexError, RuntimeError, OSError, ValueError) as exc:
+            raise SourceError(
+                f"{self.name}: no Raspberry Pi camera found or it is busy ({exc}); "
+                "check the ribbon cable and `rpicam-hello --list-cameras`"
+            ) from None
+        try:
+            config = cam.create_video_configuration(
+                main={"size": (w, h), "format": "RGB888"},
+                lores={"size": (w, h), "format": "YUV420"},
+                controls={"FrameRate": float(self.cfg.fps)},
+                buffer_count=4,
+            )
+            if hasattr(cam, "align_configuration"):
+                cam.align_configuration(config)
+            cam.configure(config)
+            self._size = tuple(config["lores"]["size"])
+            cam.start()
+        except Exception as exc:
+            try:
+                cam.close()
+            except Exception:  # already failing: report the first error
+                pass
+            raise SourceError(f"{self.name}: cannot configure/start the camera ({exc})") from None
+        self._cam = cam
+
+    def read(self) -> Frame | None:
+        if self._cam is None:
+            raise SourceError(f"{self.name}: read before open")
+        try:
+            yuv = self._cam.capture_array("lores")
+        except Exception as exc:
+            raise SourceError(f"{self.name}: capture failed ({exc})") from None
+        ts = time.time()
+        w, h = self._size
+        if yuv.ndim != 2 or yuv.shape[0] < h or yuv.shape[1] < w:
+            raise SourceError(
+                f"{self.name}: unexpected lores buffer shape {yuv.shape} "
+                f"for a {w}x{h} YUV420 stream"
+            )
+        # Rows beyond h are the U/V planes; columns beyond w are stride padding.
+        gray = np.ascontiguousarray(yuv[:h, :w])
+        return Frame(gray, self._count.next(), ts, None)
+
+    def close(self) -> None:
+        cam, self._cam = self._cam, None
+        if cam is None:
+            return
+        for step in ("stop", "close"):
+            try:
+                getattr(cam, step)()
+            except Exception as exc:  # closing a camera that already failed
+                log.debug("%s: %s failed: %s", self.name, step, exc)
+
+
+_KINDS: dict[str, type] = {
+    "demo": DemoSource,
+    "picamera2": Picamera2Source,
+    "opencv": OpenCVSource,
+    "video": VideoFileSource,
+    "images": ImageFolderSource,
+}
+
+
+def make_source(cfg: SourceConfig) -> FrameSource:
+    """The source for cfg.kind, not yet opened."""
+    try:
+        cls = _KINDS[cfg.kind]
+    except KeyError:
+        raise SourceError(
+            f"unknown source kind {cfg.kind!r}; choose one of {', '.join(SOURCE_KINDS)}"
+        ) from None
+    return cls(cfg)
