@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import re
+import sqlite3
 import ssl
 import sys
 import threading
@@ -178,7 +179,7 @@ class MqttPublisher:
         spool_path = cfg.resolved_spool_dir() / f"{_HA_ID_RE.sub('_', device_id)}.sqlite3"
         try:
             self.spool = EventSpool(spool_path, cfg.spool_max_events)
-        except (OSError, Exception) as exc:  # sqlite3.Error is not an OSError
+        except (OSError, sqlite3.Error) as exc:
             raise ConfigError(
                 f"mqtt.spool_dir: cannot open the event spool {spool_path} ({exc})"
             ) from None
@@ -381,23 +382,24 @@ class MqttPublisher:
                 f"broker {cfg.host}:{cfg.port} refused the connection: {reason_code}{hint}"
             )
             return
-        with self._lock:
-            if self._ever_connected:
-                self._stats["reconnects"] += 1
-            self._ever_connected = True
-            self._last_error = ""
-            retained = dict(self._retained)
         log.info("MQTT: connected to %s:%d", cfg.host, cfg.port)
         client.publish(self.topic("availability"), AVAILABILITY_ONLINE, qos=1, retain=True)
         if cfg.ha_discovery:
             for topic, config in self._ha_discovery_configs().items():
                 client.publish(topic, _json(config), qos=1, retain=True)
+        # from here on the sender hands events over (after `online`) and publish_state() goes
+        # straight out; the copy re-sends what came while we were away (a rare duplicate of
+        # a retained payload is harmless, a gap would not be)
+        with self._lock:
+            if self._ever_connected:
+                self._stats["reconnects"] += 1
+            self._ever_connected = True
+            self._last_error = ""
+            self._connected = True
+            retained = dict(self._retained)
+            self._lock.notify_all()
         for name, text in retained.items():
             client.publish(self.topic(name), text, qos=1, retain=True)
-        # only now may the sender hand events over, after `online` (ordering per session)
-        with self._lock:
-            self._connected = True
-            self._lock.notify_all()
 
     def _on_connect_fail(self, client, userdata) -> None:
         exc = sys.exc_info()[1]  # paho calls us from inside its `except OSError`
