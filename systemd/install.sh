@@ -1,0 +1,312 @@
+#!/usr/bin/env bash
+# Turn a fresh Raspberry Pi OS Bookworm (64-bit) / Debian / Ubuntu device into an emotion-edge
+# sensor: apt packages, a venv in /opt/emotion-edge, a default config, the systemd unit,
+# enable + start. Re-running it upgrades in place and keeps /etc/emotion-edge/config.toml.
+set -euo pipefail
+
+PREFIX=/opt/emotion-edge
+CONF_DIR=/etc/emotion-edge
+STATE_DIR=/var/lib/emotion-edge
+UNIT_NAME=emotion-edge.service
+UNIT_DIR=/etc/systemd/system
+DROPIN_DIR=$UNIT_DIR/$UNIT_NAME.d
+DROPIN=$DROPIN_DIR/50-install-groups.conf
+CREDENTIAL=/etc/credstore/emotion-edge-mqtt-password
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+MODE=install
+OFFLINE=""
+START=1
+APT=1
+SRC_SPEC=""
+MQTT_HOST=""
+MODEL=""
+PURGE=0
+
+usage() {
+  cat <<EOF
+usage: sudo $(basename "$0") [options]
+
+Install or upgrade the emotion-edge daemon as a systemd service:
+  - apt: python3, python3-venv (+ python3-picamera2 on Raspberry Pi OS)
+  - venv $PREFIX (--system-site-packages: apt's picamera2/libcamera stay visible)
+    with emotion-edge[device] from this source tree, or from an offline bundle
+  - $CONF_DIR/config.toml from the example, only if absent (never overwritten)
+  - $UNIT_DIR/$UNIT_NAME, then daemon-reload, enable, (re)start
+Re-running it upgrades the package and restarts the service; config and state are kept.
+
+options:
+  --offline DIR       install from a bundle made by make-bundle.sh (no network: no apt,
+                      no PyPI); apt packages must already be installed
+  --source SPEC       camera for a NEW config: picamera2 | opencv:/dev/video0 | video:FILE ...
+                      (default: picamera2 when python3-picamera2 is installed, else
+                      opencv:/dev/video0)
+  --mqtt-host HOST    for a NEW config: publish to this broker (default: events to the journal)
+  --model FILE        copy FILE (.tflite + its .json sidecar) to $CONF_DIR/models/ and set
+                      [classifier] model_path to it (model update or rollback; the previous
+                      files stay; the old config is kept as config.toml.bak)
+  --no-start          install and enable, but do not (re)start the service; implied when
+                      systemd is not running (chroot, container, image build)
+  --no-apt            do not call apt-get (fail if a needed package is missing)
+  --uninstall         stop, disable, remove the unit and $PREFIX; keeps $CONF_DIR and
+                      $STATE_DIR (the event spool) unless --purge
+  --purge             with --uninstall: also delete config, state and the MQTT credential
+  -h, --help          this help
+
+examples:
+  sudo ./systemd/install.sh --mqtt-host 192.168.1.10
+  sudo ./install.sh --offline .          (inside an unpacked bundle)
+  sudo ./systemd/install.sh --model ~/emotion_int8_v2.tflite
+  sudo ./systemd/install.sh --uninstall [--purge]
+EOF
+}
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --offline) OFFLINE="${2:?--offline needs a directory}"; shift 2 ;;
+    --source) SRC_SPEC="${2:?--source needs KIND[:URI]}"; shift 2 ;;
+    --mqtt-host) MQTT_HOST="${2:?--mqtt-host needs a host}"; shift 2 ;;
+    --model) MODEL="${2:?--model needs a .tflite file}"; shift 2 ;;
+    --no-start) START=0; shift ;;
+    --no-apt) APT=0; shift ;;
+    --uninstall) MODE=uninstall; shift ;;
+    --purge) PURGE=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "install.sh: unknown option: $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+say() { echo "install.sh: $*"; }
+warn() { echo "install.sh: warning: $*" >&2; }
+die() { echo "install.sh: error: $*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "run as root (sudo $0 ...)"
+[ "$PURGE" = 0 ] || [ "$MODE" = uninstall ] || die "--purge only goes with --uninstall"
+
+have_systemctl() { command -v systemctl >/dev/null 2>&1; }
+# sd_booted(3): systemd is PID 1 exactly when this directory exists.
+systemd_running() { [ -d /run/systemd/system ] && have_systemctl; }
+
+installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }
+
+is_raspberry_pi_os() {
+  # Raspberry Pi OS ships its own apt repository (python3-picamera2 comes from there).
+  grep -rqs 'archive.raspberrypi' /etc/apt/sources.list /etc/apt/sources.list.d/ \
+    || [ -f /etc/rpi-issue ]
+}
+
+# ---------------------------------------------------------------------------- uninstall
+do_uninstall() {
+  if have_systemctl; then
+    if systemd_running; then
+      systemctl disable --now "$UNIT_NAME" 2>/dev/null || true
+    else
+      systemctl disable "$UNIT_NAME" 2>/dev/null || true
+    fi
+  fi
+  rm -f "$UNIT_DIR/$UNIT_NAME" "$DROPIN"
+  rmdir "$DROPIN_DIR" 2>/dev/null || true  # keeps an admin's `systemctl edit` override
+  rm -rf "$PREFIX"
+  if [ "$PURGE" = 1 ]; then
+    rm -rf "$CONF_DIR" "$STATE_DIR" "/var/lib/private/emotion-edge" "$CREDENTIAL" "$DROPIN_DIR"
+    say "purged $CONF_DIR, $STATE_DIR and $CREDENTIAL"
+  else
+    say "kept $CONF_DIR (config, models) and $STATE_DIR (event spool); --purge deletes them"
+  fi
+  systemd_running && systemctl daemon-reload
+  say "uninstalled"
+}
+
+if [ "$MODE" = uninstall ]; then
+  do_uninstall
+  exit 0
+fi
+
+# ---------------------------------------------------------------------------- inputs
+# Everything comes either from the source tree this script lives in, or from a bundle.
+if [ -n "$OFFLINE" ]; then
+  BUNDLE=$(cd "$OFFLINE" && pwd) || die "--offline $OFFLINE: not a directory"
+  WHEELS=$BUNDLE/wheels
+  UNIT_SRC=$BUNDLE/$UNIT_NAME
+  CONFIG_SRC=$BUNDLE/config.example.toml
+  compgen -G "$WHEELS/emotion_edge-*.whl" >/dev/null \
+    || die "--offline $BUNDLE: no wheels/emotion_edge-*.whl (make it with make-bundle.sh)"
+  if [ -f "$BUNDLE/SHA256SUMS" ]; then
+    (cd "$BUNDLE" && sha256sum --quiet -c SHA256SUMS) || die "bundle checksum mismatch"
+  fi
+  APT=0
+else
+  SRC_TREE=$(cd "$HERE/.." && pwd)
+  [ -f "$SRC_TREE/pyproject.toml" ] && [ -d "$SRC_TREE/device" ] \
+    || die "$SRC_TREE is not an emotion-edge source tree; use --offline BUNDLE_DIR"
+  UNIT_SRC=$HERE/$UNIT_NAME
+  CONFIG_SRC=$SRC_TREE/device/config.example.toml
+fi
+[ -f "$UNIT_SRC" ] || die "$UNIT_SRC missing"
+[ -f "$CONFIG_SRC" ] || die "$CONFIG_SRC missing"
+if [ -n "$MODEL" ]; then
+  [ -f "$MODEL" ] || die "--model $MODEL: no such file"
+  [ -f "${MODEL%.tflite}.json" ] || die "--model: sidecar ${MODEL%.tflite}.json missing"
+fi
+
+# ---------------------------------------------------------------------------- apt
+PACKAGES=(python3 python3-venv)
+RPI=0
+if is_raspberry_pi_os; then RPI=1; PACKAGES+=(python3-picamera2); fi
+missing=()
+for p in "${PACKAGES[@]}"; do installed "$p" || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  [ "$APT" = 1 ] || die "missing apt packages: ${missing[*]} (apt-get install them first;" \
+    "an offline install cannot fetch them)"
+  say "apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+PY_VER=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
+  || die "python3 is $PY_VER; emotion-edge needs >= 3.10 (Debian 12 / Ubuntu 22.04 or newer)"
+
+# ---------------------------------------------------------------------------- venv
+# A venv built for another Python (after a distribution upgrade) is rebuilt, not patched.
+if [ -x "$PREFIX/bin/python" ]; then
+  venv_ver=$("$PREFIX/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])' \
+    2>/dev/null || echo broken)
+  if [ "$venv_ver" != "$PY_VER" ]; then
+    say "venv $PREFIX is for Python $venv_ver, system has $PY_VER: rebuilding it"
+    rm -rf "$PREFIX"
+  fi
+fi
+if [ ! -x "$PREFIX/bin/python" ]; then
+  say "creating venv $PREFIX (--system-site-packages)"
+  python3 -m venv --system-site-packages "$PREFIX"
+else
+  say "upgrading venv $PREFIX"
+fi
+
+PIP=("$PREFIX/bin/python" -m pip --disable-pip-version-check --no-input -q)
+CONSTRAINTS=()
+if [ "$RPI" = 1 ]; then
+  # picamera2's apt dependencies (simplejpeg, python3-av) are built against Debian's NumPy
+  # 1.x; a NumPy 2 in the venv would shadow it and break `import picamera2`. OpenCV >= 4.12
+  # wheels require NumPy 2, so stay below it.
+  printf '%s\n' 'numpy<2' 'opencv-python-headless<4.12' >"$PREFIX/constraints.txt"
+  CONSTRAINTS=(-c "$PREFIX/constraints.txt")
+fi
+if [ -n "$OFFLINE" ]; then
+  WHEEL=$(ls -1 "$WHEELS"/emotion_edge-*.whl | sort -V | tail -n1)
+  say "pip install $(basename "$WHEEL")[device] from $WHEELS (offline)"
+  "${PIP[@]}" install --no-index --find-links "$WHEELS" "${CONSTRAINTS[@]}" \
+    --upgrade "${WHEEL}[device]"
+  # Same version number, new build (e.g. a fixed bundle): replace the package itself too.
+  "${PIP[@]}" install --no-index --no-deps --force-reinstall "$WHEEL"
+else
+  say "pip install ${SRC_TREE}[device]"
+  "${PIP[@]}" install "${CONSTRAINTS[@]}" --upgrade "${SRC_TREE}[device]"
+  "${PIP[@]}" install --no-deps --force-reinstall "$SRC_TREE"
+fi
+[ -x "$PREFIX/bin/emotion-edge" ] || die "$PREFIX/bin/emotion-edge missing after pip install"
+VERSION=$("$PREFIX/bin/emotion-edge" --version 2>&1 | awk '{print $NF}')
+
+# ---------------------------------------------------------------------------- config
+# set_key FILE TABLE KEY VALUE: replace `KEY = ...` inside [TABLE] (the example lists every key).
+set_key() {
+  local tmp
+  tmp=$(mktemp)
+  awk -v table="[$2]" -v key="$3" -v val="$4" '
+    /^\[/ { in_t = ($0 == table) }
+    in_t && !done && $0 ~ "^" key " *=" { print key " = " val; done = 1; next }
+    { print }
+    END { if (!done) exit 3 }' "$1" >"$tmp" || { rm -f "$tmp"; die "cannot set $2.$3 in $1"; }
+  cat "$tmp" >"$1"
+  rm -f "$tmp"
+}
+toml_str() { local s=${1//\\/\\\\}; printf '"%s"' "${s//\"/\\\"}"; }
+
+install -d -m 0755 "$CONF_DIR" "$CONF_DIR/models"
+CONFIG=$CONF_DIR/config.toml
+if [ ! -e "$CONFIG" ]; then
+  tmp_cfg=$(mktemp)
+  cp "$CONFIG_SRC" "$tmp_cfg"
+  if [ -z "$SRC_SPEC" ]; then
+    if [ "$RPI" = 1 ] || "$PREFIX/bin/python" -c 'import picamera2' 2>/dev/null; then
+      SRC_SPEC=picamera2
+    else
+      SRC_SPEC=opencv:/dev/video0
+    fi
+  fi
+  set_key "$tmp_cfg" source kind "$(toml_str "${SRC_SPEC%%:*}")"
+  [[ "$SRC_SPEC" == *:* ]] && set_key "$tmp_cfg" source uri "$(toml_str "${SRC_SPEC#*:}")"
+  if [ -n "$MQTT_HOST" ]; then
+    set_key "$tmp_cfg" output mode '"mqtt"'
+    set_key "$tmp_cfg" mqtt enabled true
+    set_key "$tmp_cfg" mqtt host "$(toml_str "$MQTT_HOST")"
+  fi
+  install -m 0644 "$tmp_cfg" "$CONFIG"
+  rm -f "$tmp_cfg"
+  say "wrote $CONFIG (source $SRC_SPEC${MQTT_HOST:+, MQTT broker $MQTT_HOST})"
+else
+  say "kept $CONFIG"
+  if [ -n "$SRC_SPEC$MQTT_HOST" ]; then
+    warn "--source/--mqtt-host only apply to a new config; edit $CONFIG instead"
+  fi
+fi
+
+if [ -n "$MODEL" ]; then
+  name=$(basename "$MODEL" .tflite)
+  if [ "$(cd "$(dirname "$MODEL")" && pwd)" != "$CONF_DIR/models" ]; then
+    install -m 0644 "$MODEL" "$CONF_DIR/models/$name.tflite"
+    install -m 0644 "${MODEL%.tflite}.json" "$CONF_DIR/models/$name.json"
+  fi
+  cp -p "$CONFIG" "$CONFIG.bak"
+  set_key "$CONFIG" classifier model_path "$(toml_str "$CONF_DIR/models/$name.tflite")"
+  say "model: $CONF_DIR/models/$name.tflite (previous config in $CONFIG.bak)"
+fi
+
+# The config must load before the unit is (re)started: a typo is reported here, not in a
+# restart loop. (--print-config validates every key without opening camera or model.)
+if ! "$PREFIX/bin/emotion-edge" --config "$CONFIG" --print-config >/dev/null; then
+  die "$CONFIG does not validate (message above); fix it and re-run"
+fi
+
+# ---------------------------------------------------------------------------- unit
+tmp_unit=$(mktemp)
+sed "s#/opt/emotion-edge/bin/emotion-edge#$PREFIX/bin/emotion-edge#" "$UNIT_SRC" >"$tmp_unit"
+install -D -m 0644 "$tmp_unit" "$UNIT_DIR/$UNIT_NAME"
+rm -f "$tmp_unit"
+# GPU render nodes belong to "render" where that group exists (Pi 5, Jetson, x86);
+# SupplementaryGroups= with an unknown group would stop the unit from starting.
+if getent group render >/dev/null; then
+  install -d -m 0755 "$DROPIN_DIR"
+  printf '%s\n' "# written by install.sh: the render group exists on this device" \
+    "[Service]" "SupplementaryGroups=render" >"$DROPIN"
+else
+  rm -f "$DROPIN"
+  rmdir "$DROPIN_DIR" 2>/dev/null || true
+fi
+printf 'version=%s\ninstalled=%s\nfrom=%s\n' "$VERSION" "$(date -u +%FT%TZ)" \
+  "${OFFLINE:+bundle }${BUNDLE:-$SRC_TREE}" >"$PREFIX/INSTALL-INFO"
+say "installed emotion-edge $VERSION: $PREFIX, $UNIT_DIR/$UNIT_NAME"
+
+if ! have_systemctl; then
+  say "no systemctl here: the unit is installed but not enabled"
+  exit 0
+fi
+# `systemctl enable` only writes symlinks, so it also works in a chroot or image build.
+systemctl enable "$UNIT_NAME" >/dev/null 2>&1 || systemctl enable "$UNIT_NAME"
+if ! systemd_running; then
+  say "systemd is not running (chroot/container?): enabled, starts at next boot"
+  exit 0
+fi
+systemctl daemon-reload
+if [ "$START" = 0 ]; then
+  say "enabled; start it with: systemctl start emotion-edge"
+  exit 0
+fi
+say "restarting $UNIT_NAME"
+# Type=notify: this returns once the daemon reported READY=1 (or failed).
+if ! systemctl restart "$UNIT_NAME"; then
+  journalctl -u "$UNIT_NAME" -n 20 --no-pager >&2 || true
+  die "$UNIT_NAME did not start (journal above)"
+fi
+say "running. Check: systemctl status emotion-edge; journalctl -u emotion-edge -f"
