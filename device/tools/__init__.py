@@ -1,0 +1,1 @@
+"""Maintenance tools that ship with the device package (not used at run time)."""
