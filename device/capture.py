@@ -60,9 +60,11 @@ class Capture:
         self._thread.start()
 
     def latest(self, timeout: float) -> Frame | None:
-        """Newest frame not yet returned; None after `timeout` s, or at once once ended."""
+        """Newest frame not yet returned; None after `timeout` s, at once once ended or stopped."""
         deadline = self._clock() + timeout
         with self._cond:
+            if self._stop.is_set():
+                return None
             while self._slot is None:
                 if self._ended or self._stop.is_set():
                     return None
@@ -126,11 +128,13 @@ class Capture:
         """Close, log once for this backoff step, then wait the step out."""
         self._close_source()
         self.failures += 1
-        delay = min(self.cfg.reopen_max_s, self.cfg.reopen_min_s * 2 ** (self.failures - 1))
+        # Exponent capped: a camera missing for days must not overflow the float.
+        step = min(self.failures - 1, 40)
+        delay = min(self.cfg.reopen_max_s, self.cfg.reopen_min_s * 2.0**step)
         msg = str(exc) or type(exc).__name__
         with self._cond:
             self.last_error = msg
-        log.warning("source %s failed (%s); retry %d in %.1f s", what, msg, self.failures, delay)
+        log.warning("source %s failed (%s); retry %d in %.3g s", what, msg, self.failures, delay)
         self._stop.wait(delay)
 
     def _open(self) -> bool:
@@ -145,7 +149,7 @@ class Capture:
             return False
         self._source = src
         if not first:
-            log.info("source reopened (attempt %d)", self.failures + 1)
+            log.info("source reopened after %d failure(s)", self.failures)
         return True
 
     def _put(self, frame: Frame) -> None:
@@ -189,9 +193,7 @@ class Capture:
                     log.info("source ended (loop = false)")
                     self._close_source()
                     break
-                if self.failures:
-                    log.info("source recovered after %d failure(s)", self.failures)
-                    self.failures = 0
+                self.failures = 0  # frames flow again: the next failure starts a new backoff
                 # Numbered here, not by the source, so numbers keep rising across reopens.
                 frame.index = self._next_index
                 self._next_index += 1
