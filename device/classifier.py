@@ -32,14 +32,21 @@ def resolve_model_path(model_path: str | Path | None) -> Path:
 
 
 class EmotionClassifier:
-    def __init__(self, model_path: str | Path, num_threads: int = 2, max_batch: int = 8,
-                 max_cached_batches: int = 8):
+    def __init__(
+        self,
+        model_path: str | Path,
+        num_threads: int = 2,
+        max_batch: int = 8,
+        max_cached_batches: int = 8,
+    ):
         path = Path(model_path)
         if not path.is_file():
             hint = ""
             if path == DEFAULT_MODEL:
-                hint = (" (the trained model is not installed in this package; pass --model "
-                        "PATH or set [classifier] model_path)")
+                hint = (
+                    " (the trained model is not installed in this package; pass --model "
+                    "PATH or set [classifier] model_path)"
+                )
             raise ModelError(f"emotion model not found: {path}{hint}")
         self.meta: ModelMetadata = load_metadata(path)
         self.labels = self.meta.labels
@@ -59,8 +66,9 @@ class EmotionClassifier:
     def _check(self, interp, path: Path) -> None:
         ins, outs = interp.get_input_details(), interp.get_output_details()
         if len(ins) != 1 or len(outs) != 1:
-            raise ModelError(f"{path}: expected 1 input and 1 output tensor, "
-                             f"got {len(ins)} and {len(outs)}")
+            raise ModelError(
+                f"{path}: expected 1 input and 1 output tensor, got {len(ins)} and {len(outs)}"
+            )
         inp, out = ins[0], outs[0]
         size = self.meta.input_size
         shape = [int(v) for v in inp["shape"]]
@@ -68,19 +76,26 @@ class EmotionClassifier:
             raise ModelError(f"{path}: input shape {shape}, metadata says [N, {size}, {size}, 1]")
         want = _DTYPES.get(self.meta.input_dtype)
         if want is None or np.dtype(inp["dtype"]) != np.dtype(want):
-            raise ModelError(f"{path}: input dtype {np.dtype(inp['dtype']).name}, "
-                             f"metadata says {self.meta.input_dtype}")
+            raise ModelError(
+                f"{path}: input dtype {np.dtype(inp['dtype']).name}, "
+                f"metadata says {self.meta.input_dtype}"
+            )
         scale, zero = inp["quantization"]
         if want is not np.float32 and (
-            not np.isclose(scale, self.meta.input_scale, rtol=1e-4) or
-            int(zero) != self.meta.input_zero_point):
-            raise ModelError(f"{path}: input quantization ({scale:.6g}, {zero}) differs from "
-                             f"metadata ({self.meta.input_scale:.6g}, "
-                             f"{self.meta.input_zero_point})")
+            not np.isclose(scale, self.meta.input_scale, rtol=1e-4)
+            or int(zero) != self.meta.input_zero_point
+        ):
+            raise ModelError(
+                f"{path}: input quantization ({scale:.6g}, {zero}) differs from "
+                f"metadata ({self.meta.input_scale:.6g}, "
+                f"{self.meta.input_zero_point})"
+            )
         n_out = int(out["shape"][-1])
         if n_out != len(self.labels):
-            raise ModelError(f"{path}: output has {n_out} classes, metadata lists "
-                             f"{len(self.labels)} labels {list(self.labels)}")
+            raise ModelError(
+                f"{path}: output has {n_out} classes, metadata lists "
+                f"{len(self.labels)} labels {list(self.labels)}"
+            )
         self._in_index, self._out_index = inp["index"], out["index"]
         self._in_dtype = np.dtype(inp["dtype"])
         self._in_q = (float(scale), int(zero))
@@ -101,8 +116,9 @@ class EmotionClassifier:
             self._cache.move_to_end(batch)
             return interp
         interp = make_interpreter(model_content=self._content, num_threads=self.num_threads)
-        interp.resize_tensor_input(self._in_index, [batch, self.meta.input_size,
-                                                    self.meta.input_size, 1], strict=True)
+        interp.resize_tensor_input(
+            self._in_index, [batch, self.meta.input_size, self.meta.input_size, 1], strict=True
+        )
         interp.allocate_tensors()
         self._cache[batch] = interp
         while len(self._cache) > self._max_cached:
@@ -122,13 +138,14 @@ class EmotionClassifier:
             return np.zeros((0, len(self.labels)), np.float32)
         if self._in_dtype == np.float32:
             x_all = (np.asarray(faces, np.float32) * self.meta.input_scale).reshape(
-                n, self.meta.input_size, self.meta.input_size, 1)
+                n, self.meta.input_size, self.meta.input_size, 1
+            )
         else:
             x_all = quantize_input(faces, self._in_q[0], self._in_q[1], self._in_dtype.type)
         outs = []
         with self._lock:  # an interpreter is not thread-safe
             for start in range(0, n, self.max_batch):
-                x = x_all[start:start + self.max_batch]
+                x = x_all[start : start + self.max_batch]
                 interp = self._interpreter(len(x))
                 interp.set_tensor(self._in_index, x)
                 interp.invoke()
@@ -151,5 +168,6 @@ class EmotionClassifier:
 
 def load_classifier(cfg) -> EmotionClassifier:
     """From a `config.ClassifierConfig`."""
-    return EmotionClassifier(resolve_model_path(cfg.model_path), num_threads=cfg.num_threads,
-                             max_batch=cfg.max_batch)
+    return EmotionClassifier(
+        resolve_model_path(cfg.model_path), num_threads=cfg.num_threads, max_batch=cfg.max_batch
+    )

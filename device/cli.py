@@ -49,35 +49,57 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="emotion-edge",
         description="Real-time facial emotion recognition daemon: camera -> faces -> int8 "
-                    "emotion model -> events on stdout or MQTT.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-c", "--config", metavar="FILE",
-                   help="TOML config file (see device/config.example.toml); flags override it")
+        "emotion model -> events on stdout or MQTT.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        help="TOML config file (see device/config.example.toml); flags override it",
+    )
     g = p.add_argument_group("input")
-    g.add_argument("--source", metavar="KIND[:URI]",
-                   help=f"frame source; KIND is one of {', '.join(SOURCE_KINDS)}")
+    g.add_argument(
+        "--source",
+        metavar="KIND[:URI]",
+        help=f"frame source; KIND is one of {', '.join(SOURCE_KINDS)}",
+    )
     g.add_argument("--uri", help="source URI when --source gives only the kind")
-    g.add_argument("--loop", action=argparse.BooleanOptionalAction, default=None,
-                   help="loop video/image sources at their end (default: config, true)")
-    g.add_argument("--model", metavar="PATH",
-                   help="int8 emotion .tflite (its .json sidecar beside it)")
-    g.add_argument("--detector", metavar="KIND",
-                   help="face detector: blazeface | blazeface_full | haar")
+    g.add_argument(
+        "--loop",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="loop video/image sources at their end (default: config, true)",
+    )
+    g.add_argument(
+        "--model", metavar="PATH", help="int8 emotion .tflite (its .json sidecar beside it)"
+    )
+    g.add_argument(
+        "--detector", metavar="KIND", help="face detector: blazeface | blazeface_full | haar"
+    )
     o = p.add_argument_group("output")
     x = o.add_mutually_exclusive_group()
     x.add_argument("--mqtt-host", metavar="HOST", help="publish to this MQTT broker")
-    x.add_argument("--dry-run", action="store_true",
-                   help="print events as JSON lines on stdout; no broker even if configured")
+    x.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print events as JSON lines on stdout; no broker even if configured",
+    )
     o.add_argument("--mqtt-port", type=int, metavar="PORT", help="broker port (enables MQTT)")
     o.add_argument("--device-id", metavar="ID", help="device id in topics (default: host name)")
     r = p.add_argument_group("run")
     r.add_argument("--budget-ms", type=float, metavar="MS", help="per-frame latency budget")
     r.add_argument("--max-frames", type=int, metavar="N", help="stop after N processed frames")
     r.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
-    r.add_argument("--print-config", action="store_true",
-                   help="print the effective config as TOML and exit")
-    r.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-                   help="log level (default: config [logging] level, INFO)")
+    r.add_argument(
+        "--print-config", action="store_true", help="print the effective config as TOML and exit"
+    )
+    r.add_argument(
+        "--log-level",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="log level (default: config [logging] level, INFO)",
+    )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
@@ -96,8 +118,10 @@ def parse_source_spec(spec: str) -> tuple[str, str | None]:
         return "images", spec
     if path.is_file() or path.suffix.lower() in VIDEO_SUFFIXES:
         return "video", spec
-    raise ConfigError(f"--source {spec!r}: unknown source; use KIND[:URI] with KIND one of "
-                      f"{', '.join(SOURCE_KINDS)} (e.g. video:clip.mp4, opencv:0)")
+    raise ConfigError(
+        f"--source {spec!r}: unknown source; use KIND[:URI] with KIND one of "
+        f"{', '.join(SOURCE_KINDS)} (e.g. video:clip.mp4, opencv:0)"
+    )
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict:
@@ -148,11 +172,15 @@ def setup_logging(level: str) -> None:
 
 def _hints(cfg) -> None:
     if cfg.source.kind == "demo":
-        log.info("demo source (a photo from scikit-image); for a camera use --source opencv:0 "
-                 "(webcam), --source picamera2 (Pi camera) or --source video:FILE")
+        log.info(
+            "demo source (a photo from scikit-image); for a camera use --source opencv:0 "
+            "(webcam), --source picamera2 (Pi camera) or --source video:FILE"
+        )
     if cfg.output.mode == "stdout":
-        log.info("events go to stdout as JSON lines; publish to a broker with --mqtt-host HOST "
-                 "or [mqtt] enabled = true in --config FILE")
+        log.info(
+            "events go to stdout as JSON lines; publish to a broker with --mqtt-host HOST "
+            "or [mqtt] enabled = true in --config FILE"
+        )
 
 
 def run_daemon(cfg, max_frames: int | None, duration: float | None) -> int:
@@ -179,9 +207,15 @@ def run_daemon(cfg, max_frames: int | None, duration: float | None) -> int:
     _hints(cfg)
     summary = pipeline.run(max_frames=max_frames, duration_s=duration)
     st = summary.stats
-    log.info("done (%s): %d frames processed, %d skipped, %d events %s, %.1f fps in the last "
-             "interval", summary.reason, summary.frames_processed, summary.frames_skipped,
-             summary.events, summary.event_counts, st.get("fps", 0.0))
+    log.info(
+        "done (%s): %d frames processed, %d skipped, %d events %s, %.1f fps in the last interval",
+        summary.reason,
+        summary.frames_processed,
+        summary.frames_skipped,
+        summary.events,
+        summary.event_counts,
+        st.get("fps", 0.0),
+    )
     if getattr(pipeline.output, "broken", False):
         # stdout reader gone: keep interpreter shutdown from failing on the final flush
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -208,8 +242,11 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return EXIT_USER_ERROR
     except Exception as exc:  # noqa: BLE001 - one line for the user, traceback at DEBUG
-        log.error("unexpected error: %s: %s (run with --log-level DEBUG for details)",
-                  type(exc).__name__, exc)
+        log.error(
+            "unexpected error: %s: %s (run with --log-level DEBUG for details)",
+            type(exc).__name__,
+            exc,
+        )
         log.debug("traceback", exc_info=True)
         return EXIT_UNEXPECTED
 

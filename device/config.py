@@ -28,10 +28,25 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10 needs the tomli ba
     import tomli as tomllib  # type: ignore[no-redef]
 
 
-def _f(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-       choices: tuple | None = None, min_exclusive: bool = False) -> Any:
-    return field(default=default, metadata={"help": help, "min": min, "max": max,
-                                            "choices": choices, "min_exclusive": min_exclusive})
+def _f(
+    default: Any,
+    help: str,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    choices: tuple | None = None,
+    min_exclusive: bool = False,
+) -> Any:
+    return field(
+        default=default,
+        metadata={
+            "help": help,
+            "min": min,
+            "max": max,
+            "choices": choices,
+            "min_exclusive": min_exclusive,
+        },
+    )
 
 
 # -- tables owned here --------------------------------------------------------------------------
@@ -59,39 +74,54 @@ class ClassifierConfig:
 
 @dataclass
 class TrackingConfig:
-    iou_threshold: float = _f(0.3, "min IoU to keep a face id across detections", min=0.01,
-                              max=1.0)
-    max_missed: int = _f(5, "detection runs a face may be missed before it disappears", min=0,
-                         max=1000)
-    min_hits: int = _f(2, "detections before a face is announced (hides one-frame false "
-                          "positives)", min=1, max=1000)
-    smoothing_tau_s: float = _f(0.5, "EMA time constant of emotion probabilities; 0 = none",
-                                min=0.0, max=60.0)
-    min_confidence: float = _f(0.4, "smoothed probability a new emotion needs to be reported",
-                               min=0.0, max=1.0)
-    hysteresis: float = _f(0.1, "margin a new emotion must beat the reported one by", min=0.0,
-                           max=1.0)
-    min_dwell_s: float = _f(0.5, "how long a new emotion must lead before it is reported",
-                            min=0.0, max=600.0)
+    iou_threshold: float = _f(0.3, "min IoU to keep a face id across detections", min=0.01, max=1.0)
+    max_missed: int = _f(
+        5, "detection runs a face may be missed before it disappears", min=0, max=1000
+    )
+    min_hits: int = _f(
+        2,
+        "detections before a face is announced (hides one-frame false positives)",
+        min=1,
+        max=1000,
+    )
+    smoothing_tau_s: float = _f(
+        0.5, "EMA time constant of emotion probabilities; 0 = none", min=0.0, max=60.0
+    )
+    min_confidence: float = _f(
+        0.4, "smoothed probability a new emotion needs to be reported", min=0.0, max=1.0
+    )
+    hysteresis: float = _f(
+        0.1, "margin a new emotion must beat the reported one by", min=0.0, max=1.0
+    )
+    min_dwell_s: float = _f(
+        0.5, "how long a new emotion must lead before it is reported", min=0.0, max=600.0
+    )
     top_k: int = _f(3, "emotions with confidences in each event", min=1, max=7)
 
 
 @dataclass
 class PipelineConfig:
-    budget_ms: float = _f(100.0, "per-frame processing budget", min=0.0, max=60000.0,
-                          min_exclusive=True)
-    detect_every_n: int = _f(1, "run face detection on every Nth frame (track between)", min=1,
-                             max=100)
-    max_detect_every_n: int = _f(6, "upper bound when adapting detect_every_n to the budget",
-                                 min=1, max=100)
+    budget_ms: float = _f(
+        100.0, "per-frame processing budget", min=0.0, max=60000.0, min_exclusive=True
+    )
+    detect_every_n: int = _f(
+        1, "run face detection on every Nth frame (track between)", min=1, max=100
+    )
+    max_detect_every_n: int = _f(
+        6, "upper bound when adapting detect_every_n to the budget", min=1, max=100
+    )
     adaptive: bool = _f(True, "raise detect_every_n when over budget, lower it when under")
     stats_interval_s: float = _f(10.0, "seconds between stats payloads", min=0.5, max=86400.0)
-    state_interval_s: float = _f(5.0, "seconds between state payloads (also sent on every "
-                                      "event)", min=0.5, max=86400.0)
-    realtime: bool = _f(True, "pace video files to their fps like a camera; false: as fast as "
-                              "processed (benchmarks)")
-    frame_timeout_s: float = _f(1.0, "wait for a frame this long before a loop pass without one",
-                                min=0.01, max=60.0)
+    state_interval_s: float = _f(
+        5.0, "seconds between state payloads (also sent on every event)", min=0.5, max=86400.0
+    )
+    realtime: bool = _f(
+        True,
+        "pace video files to their fps like a camera; false: as fast as processed (benchmarks)",
+    )
+    frame_timeout_s: float = _f(
+        1.0, "wait for a frame this long before a loop pass without one", min=0.01, max=60.0
+    )
 
 
 @dataclass
@@ -101,8 +131,10 @@ class OutputConfig:
 
 @dataclass
 class PrivacyConfig:
-    allow_snapshots: bool = _f(False, "attach a JPEG of the face crop to appeared/changed events "
-                                      "(images leave the device!)")
+    allow_snapshots: bool = _f(
+        False,
+        "attach a JPEG of the face crop to appeared/changed events (images leave the device!)",
+    )
     snapshot_size: int = _f(96, "snapshot side in pixels", min=16, max=512)
     snapshot_jpeg_quality: int = _f(80, "snapshot JPEG quality", min=10, max=100)
 
@@ -114,6 +146,7 @@ class LoggingConfig:
 
 # -- generic validation -------------------------------------------------------------------------
 
+
 def did_you_mean(name: str, options: typing.Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
@@ -124,20 +157,26 @@ def check_unknown(d: dict, allowed: typing.Iterable[str], key: str) -> None:
     for k in d:
         if k not in allowed:
             where = f"{key}.{k}" if key else k
-            raise ConfigError(f"{where}: unknown key{did_you_mean(k, allowed)}; "
-                              f"known keys: {', '.join(allowed)}")
+            raise ConfigError(
+                f"{where}: unknown key{did_you_mean(k, allowed)}; known keys: {', '.join(allowed)}"
+            )
 
 
 def _type_name(value: Any) -> str:
-    return {bool: "boolean", int: "integer", float: "float", str: "string", list: "array",
-            dict: "table"}.get(type(value), type(value).__name__)
+    return {
+        bool: "boolean",
+        int: "integer",
+        float: "float",
+        str: "string",
+        list: "array",
+        dict: "table",
+    }.get(type(value), type(value).__name__)
 
 
 def _coerce(value: Any, typ: Any, where: str) -> Any:
     if typ is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {_type_name(value)} "
-                              f"{value!r}")
+            raise ConfigError(f"{where}: expected true or false, got {_type_name(value)} {value!r}")
         return value
     if typ is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -172,8 +211,9 @@ def table_from_dict(cls: type, d: Any, key: str) -> Any:
         meta = f.metadata
         if meta.get("choices") and v not in meta["choices"]:
             opts = ", ".join(repr(c) for c in meta["choices"])
-            raise ConfigError(f"{where}: {v!r} is not one of {opts}"
-                              f"{did_you_mean(str(v), meta['choices'])}")
+            raise ConfigError(
+                f"{where}: {v!r} is not one of {opts}{did_you_mean(str(v), meta['choices'])}"
+            )
         lo, hi = meta.get("min"), meta.get("max")
         if lo is not None and (v <= lo if meta.get("min_exclusive") else v < lo):
             op = ">" if meta.get("min_exclusive") else ">="
@@ -185,6 +225,7 @@ def table_from_dict(cls: type, d: Any, key: str) -> Any:
 
 
 # -- the whole file -----------------------------------------------------------------------------
+
 
 def _foreign(cls_path: str):
     """SourceConfig / DetectorConfig / MqttConfig live in their own modules."""
@@ -206,8 +247,18 @@ _FOREIGN_TABLES: dict[str, str] = {
     "detector": "emotion_edge.detector.DetectorConfig",
     "mqtt": "emotion_edge.mqtt.MqttConfig",
 }
-TABLE_ORDER = ("device", "source", "detector", "classifier", "tracking", "pipeline", "output",
-               "mqtt", "privacy", "logging")
+TABLE_ORDER = (
+    "device",
+    "source",
+    "detector",
+    "classifier",
+    "tracking",
+    "pipeline",
+    "output",
+    "mqtt",
+    "privacy",
+    "logging",
+)
 
 
 @dataclass
@@ -270,14 +321,18 @@ def _cross_checks(cfg: AppConfig, raw: dict) -> None:
     if not cfg.device.id:
         cfg.device.id = default_device_id()
     elif not _DEVICE_ID_RE.match(cfg.device.id):
-        raise ConfigError(f"device.id: {cfg.device.id!r} must be 1-64 of A-Z a-z 0-9 _ . - "
-                          "(it is part of MQTT topics)")
+        raise ConfigError(
+            f"device.id: {cfg.device.id!r} must be 1-64 of A-Z a-z 0-9 _ . - "
+            "(it is part of MQTT topics)"
+        )
     if not cfg.device.name:
         cfg.device.name = cfg.device.id
     p = cfg.pipeline
     if p.max_detect_every_n < p.detect_every_n:
-        raise ConfigError(f"pipeline.max_detect_every_n: must be >= pipeline.detect_every_n "
-                          f"({p.detect_every_n}), got {p.max_detect_every_n}")
+        raise ConfigError(
+            f"pipeline.max_detect_every_n: must be >= pipeline.detect_every_n "
+            f"({p.detect_every_n}), got {p.max_detect_every_n}"
+        )
     # [output] mode and [mqtt] enabled say the same thing; keep them consistent
     mode_given = "mode" in (raw.get("output") or {})
     mqtt_on = bool(getattr(cfg.mqtt, "enabled", False))
@@ -286,8 +341,10 @@ def _cross_checks(cfg: AppConfig, raw: dict) -> None:
     elif mqtt_on and not mode_given:
         cfg.output.mode = "mqtt"
     elif mqtt_on:
-        raise ConfigError("output.mode: 'stdout' contradicts mqtt.enabled = true; "
-                          "set output.mode = \"mqtt\" or mqtt.enabled = false")
+        raise ConfigError(
+            "output.mode: 'stdout' contradicts mqtt.enabled = true; "
+            'set output.mode = "mqtt" or mqtt.enabled = false'
+        )
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> AppConfig:
@@ -304,6 +361,7 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
 
 
 # -- rendering ----------------------------------------------------------------------------------
+
 
 def _toml_value(v: Any) -> str:
     if isinstance(v, bool):

@@ -37,8 +37,12 @@ def iso_utc(ts: float) -> str:
 
 def box_dict(box: tuple[float, float, float, float]) -> dict:
     x, y, w, h = box
-    return {"x": round(float(x), 1), "y": round(float(y), 1),
-            "w": round(float(w), 1), "h": round(float(h), 1)}
+    return {
+        "x": round(float(x), 1),
+        "y": round(float(y), 1),
+        "w": round(float(w), 1),
+        "h": round(float(h), 1),
+    }
 
 
 def top_k(probs: np.ndarray, labels: tuple[str, ...], k: int) -> list[dict]:
@@ -80,8 +84,11 @@ class EmotionEvent:
             "previous_emotion": self.previous_emotion,
             "top": self.top,
             "box": box_dict(self.box),
-            "frame": {"index": int(self.frame_index), "width": int(self.frame_size[0]),
-                      "height": int(self.frame_size[1])},
+            "frame": {
+                "index": int(self.frame_index),
+                "width": int(self.frame_size[0]),
+                "height": int(self.frame_size[1]),
+            },
             "captured_at": iso_utc(self.captured_ts),
             "captured_ts": round(self.captured_ts, 3),
             "published_at": iso_utc(pub),
@@ -132,27 +139,52 @@ class FaceObservation:
 class EventEngine:
     """Turns per-frame smoothed face probabilities into appeared/changed/disappeared events."""
 
-    def __init__(self, cfg: EventConfig, labels: tuple[str, ...], device_id: str,
-                 model_version: str):
+    def __init__(
+        self, cfg: EventConfig, labels: tuple[str, ...], device_id: str, model_version: str
+    ):
         self.cfg = cfg
         self.labels = labels
         self.device_id = device_id
         self.model_version = model_version
         self.faces: dict[int, FaceState] = {}
 
-    def _event(self, kind: EventKind, st: FaceState, probs: np.ndarray, emotion: str,
-               frame_index: int, frame_size: tuple[int, int], ts: float,
-               previous: str | None = None, duration: float | None = None) -> EmotionEvent:
+    def _event(
+        self,
+        kind: EventKind,
+        st: FaceState,
+        probs: np.ndarray,
+        emotion: str,
+        frame_index: int,
+        frame_size: tuple[int, int],
+        ts: float,
+        previous: str | None = None,
+        duration: float | None = None,
+    ) -> EmotionEvent:
         idx = self.labels.index(emotion)
         return EmotionEvent(
-            kind=kind, device_id=self.device_id, face_id=st.face_id, emotion=emotion,
-            confidence=float(probs[idx]), top=top_k(probs, self.labels, self.cfg.top_k),
-            box=st.box, frame_index=frame_index, frame_size=frame_size, captured_ts=ts,
-            model_version=self.model_version, previous_emotion=previous, duration_s=duration,
+            kind=kind,
+            device_id=self.device_id,
+            face_id=st.face_id,
+            emotion=emotion,
+            confidence=float(probs[idx]),
+            top=top_k(probs, self.labels, self.cfg.top_k),
+            box=st.box,
+            frame_index=frame_index,
+            frame_size=frame_size,
+            captured_ts=ts,
+            model_version=self.model_version,
+            previous_emotion=previous,
+            duration_s=duration,
         )
 
-    def update(self, observations: list[FaceObservation], removed_ids: list[int],
-               frame_index: int, frame_size: tuple[int, int], ts: float) -> list[EmotionEvent]:
+    def update(
+        self,
+        observations: list[FaceObservation],
+        removed_ids: list[int],
+        frame_index: int,
+        frame_size: tuple[int, int],
+        ts: float,
+    ) -> list[EmotionEvent]:
         """Events for this frame. `ts` is the frame's capture time (epoch seconds)."""
         cfg = self.cfg
         events: list[EmotionEvent] = []
@@ -165,8 +197,9 @@ class EventEngine:
             if not st.announced:
                 if ob.hits >= cfg.min_hits:
                     st.announced, st.emotion = True, best
-                    events.append(self._event("appeared", st, ob.probs, best, frame_index,
-                                              frame_size, ts))
+                    events.append(
+                        self._event("appeared", st, ob.probs, best, frame_index, frame_size, ts)
+                    )
                 continue
             if best == st.emotion:
                 st.candidate = None
@@ -180,16 +213,28 @@ class EventEngine:
                 st.candidate, st.candidate_since = best, ts
             if ts - st.candidate_since >= cfg.min_dwell_s:
                 prev, st.emotion, st.candidate = st.emotion, best, None
-                events.append(self._event("changed", st, ob.probs, best, frame_index,
-                                          frame_size, ts, previous=prev))
+                events.append(
+                    self._event(
+                        "changed", st, ob.probs, best, frame_index, frame_size, ts, previous=prev
+                    )
+                )
         for fid in removed_ids:
             st = self.faces.pop(fid, None)
             if st is None or not st.announced or st.probs is None:
                 continue
             # the box and probabilities are the face's last known ones
-            events.append(self._event("disappeared", st, st.probs, st.emotion, frame_index,
-                                      frame_size, st.last_ts, duration=st.last_ts
-                                      - st.first_seen_ts))
+            events.append(
+                self._event(
+                    "disappeared",
+                    st,
+                    st.probs,
+                    st.emotion,
+                    frame_index,
+                    frame_size,
+                    st.last_ts,
+                    duration=st.last_ts - st.first_seen_ts,
+                )
+            )
         return events
 
     def state_faces(self) -> list[dict]:
@@ -199,20 +244,23 @@ class EventEngine:
             if not st.announced or st.probs is None:
                 continue
             idx = self.labels.index(st.emotion)
-            out.append({
-                "face_id": st.face_id,
-                "emotion": st.emotion,
-                "confidence": round(float(st.probs[idx]), 4),
-                "top": top_k(st.probs, self.labels, self.cfg.top_k),
-                "box": box_dict(st.box),
-                "first_seen_at": iso_utc(st.first_seen_ts),
-                "tracked_s": round(st.last_ts - st.first_seen_ts, 3),
-            })
+            out.append(
+                {
+                    "face_id": st.face_id,
+                    "emotion": st.emotion,
+                    "confidence": round(float(st.probs[idx]), 4),
+                    "top": top_k(st.probs, self.labels, self.cfg.top_k),
+                    "box": box_dict(st.box),
+                    "first_seen_at": iso_utc(st.first_seen_ts),
+                    "tracked_s": round(st.last_ts - st.first_seen_ts, 3),
+                }
+            )
         return out
 
 
-def state_payload(device_id: str, model_version: str, faces: list[dict], frame_index: int,
-                  ts: float | None = None) -> dict:
+def state_payload(
+    device_id: str, model_version: str, faces: list[dict], frame_index: int, ts: float | None = None
+) -> dict:
     """Retained snapshot of the faces on screen now.
 
     `dominant_emotion` is the emotion of the largest face (the one nearest the camera), or

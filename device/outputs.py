@@ -34,8 +34,9 @@ class StdoutOutput:
 
     mode = "stdout"
 
-    def __init__(self, stream: IO[str] | None = None, include_state: bool = True,
-                 include_stats: bool = True):
+    def __init__(
+        self, stream: IO[str] | None = None, include_state: bool = True, include_stats: bool = True
+    ):
         self._stream = stream if stream is not None else sys.stdout
         self.include_state = include_state
         self.include_stats = include_stats
@@ -75,8 +76,7 @@ class StdoutOutput:
             self._write(payload)
 
     def stats(self) -> dict:
-        return {"lines_written": self.lines, "events_written": self.events,
-                "broken": self.broken}
+        return {"lines_written": self.lines, "events_written": self.events, "broken": self.broken}
 
     def stop(self, timeout: float = 5.0) -> None:
         del timeout

@@ -40,4 +40,5 @@ def validate(payload: dict, kind: str | None = None) -> None:
 
     schema = load_schema(kind or payload_kind(payload))
     Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER).validate(
-        payload)
+        payload
+    )

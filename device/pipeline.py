@@ -51,8 +51,15 @@ class BudgetController:
     when detection time is noisy (a busy CPU).
     """
 
-    def __init__(self, budget_ms: float, base_n: int = 1, max_n: int = 6, adaptive: bool = True,
-                 window: int = 10, recover_ratio: float = 0.8):
+    def __init__(
+        self,
+        budget_ms: float,
+        base_n: int = 1,
+        max_n: int = 6,
+        adaptive: bool = True,
+        window: int = 10,
+        recover_ratio: float = 0.8,
+    ):
         self.budget_ms = budget_ms
         self.base_n = base_n
         self.max_n = max(base_n, max_n)
@@ -61,8 +68,8 @@ class BudgetController:
         self.recover_ratio = recover_ratio
         self.n = base_n
         self._recent: deque[float] = deque(maxlen=window)
-        self._detect_ms: deque[float] = deque(maxlen=3 * window)  # frames with detection
-        self._track_ms: deque[float] = deque(maxlen=3 * window)  # frames without
+        self._detect_ms: deque[float] = deque(maxlen=window)  # frames with detection
+        self._track_ms: deque[float] = deque(maxlen=window)  # frames without
         self._since_change = 0
         self._no_detect_guess = 0.0
         self.changes = 0
@@ -96,8 +103,7 @@ class BudgetController:
         elif self.n > self.base_n and self._since_change >= 2 * self.window:
             pred = self.predicted_ms(self.n - 1)
             if pred is not None and pred < self.budget_ms * self.recover_ratio:
-                self._set(self.n - 1, f"predicted {pred:.1f} ms fits budget {self.budget_ms:g}"
-                                      " ms")
+                self._set(self.n - 1, f"predicted {pred:.1f} ms fits budget {self.budget_ms:g} ms")
         return self.n
 
     def _set(self, n: int, why: str) -> None:
@@ -121,9 +127,16 @@ class RunSummary:
 class Pipeline:
     """Wires capture, detector, classifier, tracker and output; `run()` is the main loop."""
 
-    def __init__(self, cfg, capture, detector, classifier, output,
-                 notifier: SystemdNotifier | None = None,
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        cfg,
+        capture,
+        detector,
+        classifier,
+        output,
+        notifier: SystemdNotifier | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
         self.cfg = cfg
         self.capture = capture
         self.detector = detector
@@ -134,16 +147,26 @@ class Pipeline:
         self.device_id = cfg.device.id
         self.model_version = classifier.version
         t = cfg.tracking
-        self.tracker = IouTracker(TrackerConfig(iou_threshold=t.iou_threshold,
-                                                max_missed=t.max_missed))
+        self.tracker = IouTracker(
+            TrackerConfig(iou_threshold=t.iou_threshold, max_missed=t.max_missed)
+        )
         self.smoother = EmaSmoother(t.smoothing_tau_s)
         self.engine = EventEngine(
-            EventConfig(min_hits=t.min_hits, min_confidence=t.min_confidence,
-                        hysteresis=t.hysteresis, min_dwell_s=t.min_dwell_s, top_k=t.top_k),
-            classifier.labels, self.device_id, self.model_version)
+            EventConfig(
+                min_hits=t.min_hits,
+                min_confidence=t.min_confidence,
+                hysteresis=t.hysteresis,
+                min_dwell_s=t.min_dwell_s,
+                top_k=t.top_k,
+            ),
+            classifier.labels,
+            self.device_id,
+            self.model_version,
+        )
         p = cfg.pipeline
-        self.budget = BudgetController(p.budget_ms, p.detect_every_n, p.max_detect_every_n,
-                                       p.adaptive)
+        self.budget = BudgetController(
+            p.budget_ms, p.detect_every_n, p.max_detect_every_n, p.adaptive
+        )
         self.times = StageTimes()
         self._stop = threading.Event()
         self._since_detect = 10**9  # detect on the first frame
@@ -183,9 +206,13 @@ class Pipeline:
         self._next_stats = self._started_mono + p.stats_interval_s
         self._next_state = self._started_mono + p.state_interval_s
         self.notifier.ready(f"running, device {self.device_id}")
-        log.info("pipeline running: device %s, detector %s, model %s, budget %g ms",
-                 self.device_id, getattr(self.detector, "name", "?"), self.model_version,
-                 p.budget_ms)
+        log.info(
+            "pipeline running: device %s, detector %s, model %s, budget %g ms",
+            self.device_id,
+            getattr(self.detector, "name", "?"),
+            self.model_version,
+            p.budget_ms,
+        )
         try:
             while not self._stop.is_set():
                 if max_frames is not None and self.frames_processed >= max_frames:
@@ -212,8 +239,14 @@ class Pipeline:
                 self._periodic(time.monotonic())
         finally:
             self._shutdown(reason)
-        return RunSummary(self.frames_processed, self.frames_skipped, self.events_emitted,
-                          dict(self.event_counts), reason, self.last_stats)
+        return RunSummary(
+            self.frames_processed,
+            self.frames_skipped,
+            self.events_emitted,
+            dict(self.event_counts),
+            reason,
+            self.last_stats,
+        )
 
     def _shutdown(self, reason: str) -> None:
         log.info("pipeline stopping: %s", reason)
@@ -244,8 +277,9 @@ class Pipeline:
                 self._last_error_log = now
                 log.exception("frame %s failed (%d errors so far)", frame.index, self.errors)
             if self._consecutive_errors >= MAX_CONSECUTIVE_ERRORS:
-                raise RuntimeError(f"{self._consecutive_errors} frames in a row failed; last: "
-                                   f"{exc}") from exc
+                raise RuntimeError(
+                    f"{self._consecutive_errors} frames in a row failed; last: {exc}"
+                ) from exc
 
     def process(self, frame) -> list[EmotionEvent]:
         """Run every stage on one frame; returns the events it emitted."""
@@ -270,8 +304,9 @@ class Pipeline:
 
         t1 = time.monotonic()
         if detected:
-            tracks, removed = self.tracker.update([d.box for d in detections],
-                                                  [d.score for d in detections])
+            tracks, removed = self.tracker.update(
+                [d.box for d in detections], [d.score for d in detections]
+            )
         else:
             tracks, removed = self.tracker.predict(), []
         visible = [t for t in tracks if t.visible]
@@ -282,9 +317,12 @@ class Pipeline:
         self.times.add("classify", (time.monotonic() - t2) * 1000.0)
 
         t3 = time.monotonic()
-        obs = [FaceObservation(t.track_id, t.box, t.hits,
-                               self.smoother.update(t.track_id, p, frame.timestamp))
-               for t, p in zip(visible, probs, strict=True)]
+        obs = [
+            FaceObservation(
+                t.track_id, t.box, t.hits, self.smoother.update(t.track_id, p, frame.timestamp)
+            )
+            for t, p in zip(visible, probs, strict=True)
+        ]
         self.smoother.forget(removed)
         events = self.engine.update(obs, removed, frame.index, (w, h), frame.timestamp)
         self.times.add("track", track_ms + (time.monotonic() - t3) * 1000.0)
@@ -318,13 +356,14 @@ class Pipeline:
         img = frame.color if getattr(frame, "color", None) is not None else frame.image
         x0, y0, x1, y1 = square_crop_box(box, img.shape, 1.25)
         hh, ww = img.shape[:2]
-        crop = img[max(0, y0):min(hh, y1), max(0, x0):min(ww, x1)]
+        crop = img[max(0, y0) : min(hh, y1), max(0, x0) : min(ww, x1)]
         if crop.size == 0:
             return None
         side = self.cfg.privacy.snapshot_size
         crop = cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA)
-        ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY,
-                                               self.cfg.privacy.snapshot_jpeg_quality])
+        ok, buf = cv2.imencode(
+            ".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, self.cfg.privacy.snapshot_jpeg_quality]
+        )
         return base64.b64encode(buf.tobytes()).decode("ascii") if ok else None
 
     # -- periodic payloads --------------------------------------------------------------------
@@ -339,9 +378,15 @@ class Pipeline:
             self._next_stats = now + p.stats_interval_s
 
     def _publish_state(self) -> None:
-        self.output.publish_state(state_payload(self.device_id, self.model_version,
-                                                self.engine.state_faces(),
-                                                self._last_frame_index, self.clock()))
+        self.output.publish_state(
+            state_payload(
+                self.device_id,
+                self.model_version,
+                self.engine.state_faces(),
+                self._last_frame_index,
+                self.clock(),
+            )
+        )
 
     def stats_payload(self, now: float | None = None, reset: bool = True) -> dict:
         now = time.monotonic() if now is None else now
@@ -376,10 +421,12 @@ class Pipeline:
             "faces": len(self.engine.state_faces()),
             "events": dict(self.event_counts),
             "detector": getattr(self.detector, "name", "unknown"),
-            "source": {"kind": getattr(self.cfg.source, "kind", ""),
-                       "reopen_count": _int(cap.get("reopen_count")),
-                       "last_error": _str(cap.get("last_error")),
-                       "ended": bool(cap.get("ended", False))},
+            "source": {
+                "kind": getattr(self.cfg.source, "kind", ""),
+                "reopen_count": _int(cap.get("reopen_count")),
+                "last_error": _str(cap.get("last_error")),
+                "ended": bool(cap.get("ended", False)),
+            },
             "cpu_temp_c": cpu_temperature_c(),
             "load_avg_1m": load_average(),
             "rss_mb": rss_mb(),
@@ -441,6 +488,5 @@ def build_pipeline(cfg, output=None, notifier: SystemdNotifier | None = None) ->
             output = MqttPublisher(cfg.mqtt, cfg.device.id, classifier.version)
         else:
             output = StdoutOutput()
-    capture = Capture(lambda: make_source(cfg.source), cfg.source,
-                      realtime=cfg.pipeline.realtime)
+    capture = Capture(lambda: make_source(cfg.source), cfg.source, realtime=cfg.pipeline.realtime)
     return Pipeline(cfg, capture, detector, classifier, output, notifier=notifier)

@@ -41,9 +41,12 @@ class StageTimes:
         for s in self.stages:
             xs = np.fromiter(self._samples[s], float)
             if len(xs):
-                out[s] = {"mean": round(float(xs.mean()), 3),
-                          "p95": round(float(np.percentile(xs, 95)), 3),
-                          "max": round(float(xs.max()), 3), "n": int(len(xs))}
+                out[s] = {
+                    "mean": round(float(xs.mean()), 3),
+                    "p95": round(float(np.percentile(xs, 95)), 3),
+                    "max": round(float(xs.max()), 3),
+                    "n": int(len(xs)),
+                }
             else:
                 out[s] = {"mean": None, "p95": None, "max": None, "n": 0}
             if reset:

@@ -17,8 +17,12 @@ log = logging.getLogger(__name__)
 
 
 class SystemdNotifier:
-    def __init__(self, socket_path: str | None = None, watchdog_usec: str | None = None,
-                 watchdog_pid: str | None = None):
+    def __init__(
+        self,
+        socket_path: str | None = None,
+        watchdog_usec: str | None = None,
+        watchdog_pid: str | None = None,
+    ):
         path = os.environ.get("NOTIFY_SOCKET", "") if socket_path is None else socket_path
         if path.startswith("@"):  # abstract namespace
             path = "\0" + path[1:]

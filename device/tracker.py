@@ -68,8 +68,11 @@ class IouTracker:
         self.tracks: list[Track] = []
         self._next_id = 1
 
-    def update(self, boxes: Sequence[Box], scores: Sequence[float] | None = None,
-               ) -> tuple[list[Track], list[int]]:
+    def update(
+        self,
+        boxes: Sequence[Box],
+        scores: Sequence[float] | None = None,
+    ) -> tuple[list[Track], list[int]]:
         """Match one detection run; return (live tracks, ids of tracks dropped now)."""
         scores = list(scores) if scores is not None else [1.0] * len(boxes)
         boxes = [tuple(float(v) for v in b) for b in boxes]

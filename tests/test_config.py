@@ -44,8 +44,21 @@ def test_example_config_loads_and_documents_every_key():
 
 
 def test_print_config_round_trips(tmp_path, capsys):
-    rc = main(["--config", str(EXAMPLE), "--source", "video:/tmp/x.mp4", "--budget-ms", "80",
-               "--mqtt-host", "broker.local", "--device-id", "kiosk-1", "--print-config"])
+    rc = main(
+        [
+            "--config",
+            str(EXAMPLE),
+            "--source",
+            "video:/tmp/x.mp4",
+            "--budget-ms",
+            "80",
+            "--mqtt-host",
+            "broker.local",
+            "--device-id",
+            "kiosk-1",
+            "--print-config",
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     again = _load_text(tmp_path, text.replace("# effective", "# round trip"))
@@ -61,21 +74,35 @@ def test_print_config_round_trips(tmp_path, capsys):
     [
         ("[pipeline]\nbudget_ms = -5\n", r"pipeline\.budget_ms: must be > 0, got -5"),
         ("[pipeline]\nbudget_ms = 'fast'\n", r"pipeline\.budget_ms: expected a number"),
-        ("[pipeline]\nbudget_m = 50\n", r"pipeline\.budget_m: unknown key \(did you mean "
-                                        r"'budget_ms'\?\)"),
+        (
+            "[pipeline]\nbudget_m = 50\n",
+            r"pipeline\.budget_m: unknown key \(did you mean "
+            r"'budget_ms'\?\)",
+        ),
         ("[pipline]\nbudget_ms = 50\n", r"pipline: unknown key \(did you mean 'pipeline'\?\)"),
         ("[tracking]\nmin_hits = 1.5\n", r"tracking\.min_hits: expected an integer"),
         ("[tracking]\ntop_k = 9\n", r"tracking\.top_k: must be <= 7"),
-        ("[privacy]\nallow_snapshots = 'yes'\n", r"privacy\.allow_snapshots: expected true or "
-                                                 r"false"),
-        ("[output]\nmode = 'mqt'\n", r"output\.mode: 'mqt' is not one of 'stdout', 'mqtt' "
-                                     r"\(did you mean 'mqtt'\?\)"),
+        (
+            "[privacy]\nallow_snapshots = 'yes'\n",
+            r"privacy\.allow_snapshots: expected true or "
+            r"false",
+        ),
+        (
+            "[output]\nmode = 'mqt'\n",
+            r"output\.mode: 'mqt' is not one of 'stdout', 'mqtt' "
+            r"\(did you mean 'mqtt'\?\)",
+        ),
         ("[device]\nid = 'kiosk/1'\n", r"device\.id: 'kiosk/1' must be"),
         ("pipeline = 3\n", r"pipeline: expected a table"),
-        ("[pipeline]\ndetect_every_n = 4\nmax_detect_every_n = 2\n",
-         r"pipeline\.max_detect_every_n: must be >= pipeline\.detect_every_n"),
-        ("[output]\nmode = 'stdout'\n[mqtt]\nenabled = true\n", r"output\.mode: 'stdout' "
-                                                                r"contradicts mqtt\.enabled"),
+        (
+            "[pipeline]\ndetect_every_n = 4\nmax_detect_every_n = 2\n",
+            r"pipeline\.max_detect_every_n: must be >= pipeline\.detect_every_n",
+        ),
+        (
+            "[output]\nmode = 'stdout'\n[mqtt]\nenabled = true\n",
+            r"output\.mode: 'stdout' "
+            r"contradicts mqtt\.enabled",
+        ),
         ("[source]\nkind = 'webcam'\n", r"source\.kind"),
         ("[source]\nknd = 'video'\n", r"source\.knd: unknown key \(did you mean 'kind'\?\)"),
         ("[detector]\nkind = 'yolo'\n", r"detector\.kind"),
@@ -100,8 +127,7 @@ def test_unreadable_files(tmp_path):
 
 def test_cli_override_errors_are_named_by_key(tmp_path):
     with pytest.raises(ConfigError, match=r"pipeline\.budget_ms: must be > 0"):
-        C.load_config(None, overrides_from_args(build_parser().parse_args(["--budget-ms",
-                                                                           "0"])))
+        C.load_config(None, overrides_from_args(build_parser().parse_args(["--budget-ms", "0"])))
 
 
 def test_mqtt_enabled_alone_selects_mqtt_output(tmp_path):
@@ -111,8 +137,9 @@ def test_mqtt_enabled_alone_selects_mqtt_output(tmp_path):
     assert cfg.mqtt.enabled
     # --dry-run wins over a config that enables MQTT
     args = build_parser().parse_args(["--dry-run"])
-    cfg = _load_text(tmp_path, "[mqtt]\nenabled = true\n[output]\nmode = 'mqtt'\n",
-                     overrides_from_args(args))
+    cfg = _load_text(
+        tmp_path, "[mqtt]\nenabled = true\n[output]\nmode = 'mqtt'\n", overrides_from_args(args)
+    )
     assert cfg.output.mode == "stdout" and not cfg.mqtt.enabled
 
 

@@ -29,8 +29,13 @@ def cli_cmd() -> list[str]:
 
 
 def run_cli(*args: str, timeout: float = 60, env: dict | None = None):
-    return subprocess.run([*cli_cmd(), *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [*cli_cmd(), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -52,8 +57,9 @@ class Recorder:
     def __init__(self, host: str, port: int, topic: str):
         self.messages: list[tuple[str, str, bool]] = []
         self._cond = threading.Condition()
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2,
-                                  client_id=f"e2e-sub-{free_port()}")
+        self.client = paho.Client(
+            paho.CallbackAPIVersion.VERSION2, client_id=f"e2e-sub-{free_port()}"
+        )
         self.client.on_message = self._on_message
         subscribed = threading.Event()
         self.client.on_subscribe = lambda *a: subscribed.set()
@@ -137,18 +143,31 @@ def notify_socket(tmp_path):
 
 @pytest.mark.slow
 def test_daemon_publishes_schema_valid_events_and_stops_cleanly(
-        mqtt_broker, sample_video, tiny_int8_model, tmp_path, notify_socket):
-    cfg = write_config(tmp_path / "config.toml", mqtt_broker, sample_video, tiny_int8_model,
-                       tmp_path / "spool")
+    mqtt_broker, sample_video, tiny_int8_model, tmp_path, notify_socket
+):
+    cfg = write_config(
+        tmp_path / "config.toml", mqtt_broker, sample_video, tiny_int8_model, tmp_path / "spool"
+    )
     sock_path, notes = notify_socket
     sub = Recorder(mqtt_broker.host, mqtt_broker.port, f"{PREFIX}/{DEVICE}/#")
     env = {**os.environ, "NOTIFY_SOCKET": sock_path, "WATCHDOG_USEC": "1000000"}
     env.pop("WATCHDOG_PID", None)
-    proc = subprocess.Popen([*cli_cmd(), "--config", str(cfg)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [*cli_cmd(), "--config", str(cfg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
-        ok = sub.wait(lambda: any('"appeared"' in p for p in sub.on("events"))
-                      and len(sub.on("stats")) >= 2 and sub.on("state"), timeout=60)
+        ok = sub.wait(
+            lambda: (
+                any('"appeared"' in p for p in sub.on("events"))
+                and len(sub.on("stats")) >= 2
+                and sub.on("state")
+            ),
+            timeout=60,
+        )
         assert ok, f"no events/stats in time; stderr:\n{proc.stderr.read() if proc.poll() else ''}"
         assert "online" in sub.on("availability")
         proc.send_signal(signal.SIGTERM)
@@ -191,8 +210,17 @@ def test_daemon_publishes_schema_valid_events_and_stops_cleanly(
 
 
 def test_stdout_dry_run_with_sample_video(sample_video, tiny_int8_model):
-    proc = run_cli("--source", f"video:{sample_video}", "--model", str(tiny_int8_model),
-                   "--dry-run", "--max-frames", "40", "--device-id", DEVICE)
+    proc = run_cli(
+        "--source",
+        f"video:{sample_video}",
+        "--model",
+        str(tiny_int8_model),
+        "--dry-run",
+        "--max-frames",
+        "40",
+        "--device-id",
+        DEVICE,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     assert lines
@@ -248,16 +276,31 @@ def test_unknown_source_is_one_line_error(tmp_path, tiny_int8_model):
     cfg = tmp_path / "c.toml"
     cfg.write_text("[source]\nkind = 'webcam'\n")
     assert_one_line_error(run_cli("--config", str(cfg)), "source.kind")
-    proc = run_cli("--source", f"video:{tmp_path / 'missing.mp4'}", "--model",
-                   str(tiny_int8_model), "--dry-run")
+    proc = run_cli(
+        "--source",
+        f"video:{tmp_path / 'missing.mp4'}",
+        "--model",
+        str(tiny_int8_model),
+        "--dry-run",
+    )
     assert_one_line_error(proc, "missing.mp4")
 
 
 def test_help_and_print_config():
     proc = run_cli("--help")
     assert proc.returncode == 0
-    for flag in ("--config", "--source", "--model", "--mqtt-host", "--dry-run",
-                 "--print-config", "--max-frames", "--duration", "--log-level", "picamera2"):
+    for flag in (
+        "--config",
+        "--source",
+        "--model",
+        "--mqtt-host",
+        "--dry-run",
+        "--print-config",
+        "--max-frames",
+        "--duration",
+        "--log-level",
+        "picamera2",
+    ):
         assert flag in proc.stdout
     proc = run_cli("--print-config", "--budget-ms", "75")
     assert proc.returncode == 0 and "budget_ms = 75.0" in proc.stdout

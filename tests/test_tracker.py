@@ -83,7 +83,8 @@ def test_greedy_matching_prefers_highest_iou():
 
 def test_ema_smoother_time_based():
     sm = EmaSmoother(tau_s=1.0)
-    a = np.array([1.0, 0.0]); b = np.array([0.0, 1.0])  # noqa: E702
+    a = np.array([1.0, 0.0])
+    b = np.array([0.0, 1.0])  # noqa: E702
     np.testing.assert_allclose(sm.update(1, a, 0.0), a)
     out = sm.update(1, b, 1.0)  # dt = tau: alpha = 1 - e^-1
     alpha = 1 - np.exp(-1.0)
@@ -103,8 +104,16 @@ def _probs(label: str, p: float) -> np.ndarray:
 
 
 def _engine(**kw) -> EventEngine:
-    cfg = EventConfig(**{"min_hits": 2, "min_confidence": 0.4, "hysteresis": 0.1,
-                         "min_dwell_s": 0.5, "top_k": 3, **kw})
+    cfg = EventConfig(
+        **{
+            "min_hits": 2,
+            "min_confidence": 0.4,
+            "hysteresis": 0.1,
+            "min_dwell_s": 0.5,
+            "top_k": 3,
+            **kw,
+        }
+    )
     return EventEngine(cfg, FER2013_LABELS, "dev1", "v1")
 
 
@@ -169,10 +178,12 @@ def test_unannounced_face_disappears_silently():
 
 def test_event_and_state_payloads_are_schema_valid():
     eng = _engine()
-    eng.update([_obs(1, _probs("fear", 0.5), 1), _obs(2, _probs("sad", 0.8), 1)], [], 0,
-               (640, 480), 1000.0)
-    evs = eng.update([_obs(1, _probs("fear", 0.5), 2), _obs(2, _probs("sad", 0.8), 2)], [], 1,
-                     (640, 480), 1000.1)
+    eng.update(
+        [_obs(1, _probs("fear", 0.5), 1), _obs(2, _probs("sad", 0.8), 1)], [], 0, (640, 480), 1000.0
+    )
+    evs = eng.update(
+        [_obs(1, _probs("fear", 0.5), 2), _obs(2, _probs("sad", 0.8), 2)], [], 1, (640, 480), 1000.1
+    )
     assert len(evs) == 2
     ids = set()
     for e in evs:
