@@ -122,9 +122,9 @@ def _run(args) -> int:
     from emotion_edge_train.train import TrainConfig, make_dataset, prepare_rows
 
     started = time.time()
+    float_model = load_float_model(args.float_model)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    float_model = load_float_model(args.float_model)
     labels, train_metrics = _labels_and_recipe(args.float_model)
     cfg = TrainConfig(
         **{
