@@ -52,3 +52,13 @@ def tiny_int8_model(tmp_path_factory) -> Path:
     rep = np.random.default_rng(0).integers(0, 256, (64, 48, 48), dtype=np.uint8)
     out = tmp_path_factory.mktemp("model") / "emotion_int8.tflite"
     return export_int8(model, rep, out, FER2013_LABELS, version="test-tiny")
+
+
+@pytest.fixture(scope="session")
+def emotion_model(request) -> Path:
+    """The trained int8 model shipped in the package when present, else `tiny_int8_model`."""
+    from emotion_edge.classifier import DEFAULT_MODEL
+
+    if DEFAULT_MODEL.is_file() and DEFAULT_MODEL.with_suffix(".json").is_file():
+        return DEFAULT_MODEL
+    return request.getfixturevalue("tiny_int8_model")
