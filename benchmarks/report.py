@@ -382,3 +382,76 @@ def markdown(host: dict, arm: dict | None) -> str:
         *emulated(arm),
     ]
     return "\n".join(lines).rstrip() + "\n"
+
+
+README_BEGIN = "<!-- benchmarks:key-rows -->"
+README_END = "<!-- /benchmarks:key-rows -->"
+
+
+def key_rows(host: dict, arm: dict | None) -> str:
+    """The README's short table, generated from the same results as RESULTS.md."""
+    rows: list[list[str]] = []
+    m = host.get("machine", {})
+    acc = host.get("accuracy") or {}
+    models = acc.get("models", {})
+    names = {"int8": "int8 (shipped)", "float": "float", "peer": "`fer` peer"}
+    parts = [
+        f"{names[k]} {_pct(models[k]['fer2013_PrivateTest']['accuracy'])}"
+        for k in ("int8", "float", "peer")
+        if "fer2013_PrivateTest" in models.get(k, {})
+    ]
+    if parts:
+        rows.append(["FER2013 PrivateTest accuracy %", ", ".join(parts)])
+    if "ferplus_test" in models.get("int8", {}):
+        rows.append(
+            ["FER+ test accuracy % (int8)", _pct(models["int8"]["ferplus_test"]["accuracy"])]
+        )
+    cl = (host.get("speed") or {}).get("classifier", {})
+    for r in cl.get("per_face", []):
+        peer = next((p for p in cl.get("peer_per_face", []) if p["threads"] == r["threads"]), None)
+        ratio = next(
+            (
+                x["ratio"]
+                for x in cl.get("ratio_peer_over_ours", [])
+                if x["threads"] == r["threads"]
+            ),
+            None,
+        )
+        txt = f"{r['median_ms']:.3f} ms (p99 {r['p99_ms']:.3f})"
+        if peer:
+            txt += f"; peer {peer['median_ms']:.3f} ms, peer/ours x{ratio:.2f}"
+        rows.append([f"classifier per face, {r['threads']} thread(s), median", txt])
+    det = (host.get("speed") or {}).get("detector") or {}
+    for r in det.get("results", []):
+        if r["kind"] == "blazeface":
+            rows.append(
+                [f"BlazeFace {r['width']}x{r['height']}, median", f"{r['median_ms']:.2f} ms"]
+            )
+    pl = host.get("pipeline") or {}
+    for r in pl.get("runs", [])[:1]:
+        rows.append([f"pipeline FPS, {r['name']}", f"{r['fps']:.1f}"])
+    if pl.get("daemon"):
+        rows.append(["daemon peak RSS", f"{pl['daemon']['peak_rss_mb']} MB"])
+    for c in (arm or {}).get("cpus", []):
+        per = ((c.get("device_bench") or {}).get("classifier") or {}).get("per_face") or []
+        if per:
+            rows.append(
+                [
+                    f"emulated {c['qemu_cpu']} (qemu, not a Pi speed), per face",
+                    f"{per[0]['median_ms']:.0f} ms",
+                ]
+            )
+    head = (
+        f"Key rows of [benchmarks/RESULTS.md](benchmarks/RESULTS.md) ({m.get('date_utc', '?')}, "
+        f"{m.get('cpu_model')}, {m.get('cores')} cores, load {m.get('load_avg_at_start')}):"
+    )
+    return "\n".join([head, "", *_table(["measure", "value"], rows)]).rstrip() + "\n"
+
+
+def update_readme(readme_text: str, block: str) -> str:
+    """Replace the generated block between the markers; the rest of the README is untouched."""
+    if README_BEGIN not in readme_text or README_END not in readme_text:
+        raise ValueError(f"README has no {README_BEGIN} ... {README_END} block")
+    head, rest = readme_text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    return f"{head}{README_BEGIN}\n{block}{README_END}{tail}"

@@ -191,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
 
         _guard(host, "pipeline", lambda: pipeline_bench.run_all(model, quick=args.quick))
     host["wall_seconds"] = round(time.perf_counter() - started, 1)
-    write_json(host, out / "host.json")
+    if set(sections) - {"arm"}:  # an arm-only run leaves the host results in place
+        write_json(host, out / "host.json")
 
     arm = None
     if "arm" in sections:
@@ -221,10 +222,14 @@ def main(argv: list[str] | None = None) -> int:
         arm = arm["emulated"] | {"section_seconds": arm["section_seconds"]["emulated"]}
         write_json(arm, out / "arm.json")
 
-    from benchmarks.report import markdown
+    from benchmarks.report import key_rows, markdown, update_readme
 
     md_path.parent.mkdir(parents=True, exist_ok=True)
     md_path.write_text(markdown(host, arm))
+    if args.update_readme:
+        readme = REPO / "README.md"
+        readme.write_text(update_readme(readme.read_text(), key_rows(host, arm)))
+        log(f"updated the key rows in {readme}")
     log(
         f"wrote {out}/host.json{', arm.json' if arm else ''} and {md_path} "
         f"in {time.perf_counter() - started:.0f} s"
