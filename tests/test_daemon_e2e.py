@@ -16,6 +16,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 from emotion_edge.classifier import DEFAULT_MODEL
+from emotion_edge.model_meta import load_metadata
 from emotion_edge.payload_schema import validate
 from mqtt_broker import free_port
 
@@ -143,10 +144,10 @@ def notify_socket(tmp_path):
 
 @pytest.mark.slow
 def test_daemon_publishes_schema_valid_events_and_stops_cleanly(
-    mqtt_broker, sample_video, tiny_int8_model, tmp_path, notify_socket
+    mqtt_broker, sample_video, emotion_model, tmp_path, notify_socket
 ):
     cfg = write_config(
-        tmp_path / "config.toml", mqtt_broker, sample_video, tiny_int8_model, tmp_path / "spool"
+        tmp_path / "config.toml", mqtt_broker, sample_video, emotion_model, tmp_path / "spool"
     )
     sock_path, notes = notify_socket
     sub = Recorder(mqtt_broker.host, mqtt_broker.port, f"{PREFIX}/{DEVICE}/#")
@@ -182,10 +183,11 @@ def test_daemon_publishes_schema_valid_events_and_stops_cleanly(
     assert sub.wait(lambda: "stopped" in sub.on("availability"), timeout=10)
     sub.close()
 
+    version = load_metadata(emotion_model).version
     events = [json.loads(p) for p in sub.on("events")]
     for e in events:
         validate(e, "event")
-        assert e["device_id"] == DEVICE and e["model_version"] == "test-tiny"
+        assert e["device_id"] == DEVICE and e["model_version"] == version
         assert "snapshot_jpeg_b64" not in e
     assert len({e["event_id"] for e in events}) == len(events)
     for p in sub.on("state"):
@@ -209,12 +211,12 @@ def test_daemon_publishes_schema_valid_events_and_stops_cleanly(
     assert "STOPPING=1" in notes
 
 
-def test_stdout_dry_run_with_sample_video(sample_video, tiny_int8_model):
+def test_stdout_dry_run_with_sample_video(sample_video, emotion_model):
     proc = run_cli(
         "--source",
         f"video:{sample_video}",
         "--model",
-        str(tiny_int8_model),
+        str(emotion_model),
         "--dry-run",
         "--max-frames",
         "40",
@@ -231,13 +233,13 @@ def test_stdout_dry_run_with_sample_video(sample_video, tiny_int8_model):
     assert lines[-1]["frames"]["processed"] == 40
 
 
-def test_default_demo_runs_without_camera_or_broker(tiny_int8_model):
+def test_default_demo_runs_without_camera_or_broker(emotion_model):
     pytest.importorskip("skimage", reason="the demo source needs scikit-image ([demo] extra)")
     args = ["--max-frames", "15"]
     if not DEFAULT_MODEL.is_file():  # until the trained model ships, the default is absent
         proc = run_cli(*args)
         assert_one_line_error(proc, "emotion model not found", "--model")
-        args += ["--model", str(tiny_int8_model)]
+        args += ["--model", str(emotion_model)]
     proc = run_cli(*args)
     assert proc.returncode == 0, proc.stderr
     assert "--source opencv:0" in proc.stderr and "--mqtt-host" in proc.stderr  # the hints
@@ -248,10 +250,10 @@ def test_default_demo_runs_without_camera_or_broker(tiny_int8_model):
     assert lines[-1]["source"]["kind"] == "demo"
 
 
-def test_corrupt_model_is_one_line_error(tiny_int8_model, tmp_path, sample_video):
+def test_corrupt_model_is_one_line_error(emotion_model, tmp_path, sample_video):
     model = tmp_path / "emotion_int8.tflite"
-    shutil.copy(tiny_int8_model, model)
-    shutil.copy(tiny_int8_model.with_suffix(".json"), model.with_suffix(".json"))
+    shutil.copy(emotion_model, model)
+    shutil.copy(emotion_model.with_suffix(".json"), model.with_suffix(".json"))
     data = bytearray(model.read_bytes())
     data[100] ^= 0x55
     model.write_bytes(bytes(data))
@@ -271,7 +273,7 @@ def test_bad_config_is_one_line_error(tmp_path):
     assert_one_line_error(run_cli("--config", str(tmp_path / "missing.toml")), "not found")
 
 
-def test_unknown_source_is_one_line_error(tmp_path, tiny_int8_model):
+def test_unknown_source_is_one_line_error(tmp_path, emotion_model):
     assert_one_line_error(run_cli("--source", "webcam"), "unknown source")
     cfg = tmp_path / "c.toml"
     cfg.write_text("[source]\nkind = 'webcam'\n")
@@ -280,7 +282,7 @@ def test_unknown_source_is_one_line_error(tmp_path, tiny_int8_model):
         "--source",
         f"video:{tmp_path / 'missing.mp4'}",
         "--model",
-        str(tiny_int8_model),
+        str(emotion_model),
         "--dry-run",
     )
     assert_one_line_error(proc, "missing.mp4")

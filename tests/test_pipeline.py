@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 from emotion_edge.config import load_config
+from emotion_edge.model_meta import load_metadata
 from emotion_edge.outputs import StdoutOutput
 from emotion_edge.payload_schema import validate
 from emotion_edge.pipeline import BudgetController, build_pipeline
@@ -52,9 +53,9 @@ class SlowDetector:
         return self.inner.detect(gray)
 
 
-def test_stdout_events_on_sample_video_are_schema_valid(sample_video, tiny_int8_model):
+def test_stdout_events_on_sample_video_are_schema_valid(sample_video, emotion_model):
     cfg = make_cfg(
-        sample_video, tiny_int8_model, pipeline={"realtime": False, "stats_interval_s": 0.5}
+        sample_video, emotion_model, pipeline={"realtime": False, "stats_interval_s": 0.5}
     )
     buf = io.StringIO()
     pipe = build_pipeline(cfg, output=StdoutOutput(buf))
@@ -75,7 +76,10 @@ def test_stdout_events_on_sample_video_are_schema_valid(sample_video, tiny_int8_
     appeared = [e for e in events if e["kind"] == "appeared"]
     assert appeared, "no face announced in a video full of faces"
     assert len({e["event_id"] for e in events}) == len(events)
-    assert all(e["device_id"] == "test-dev" and e["model_version"] == "test-tiny" for e in events)
+    assert all(
+        e["device_id"] == "test-dev" and e["model_version"] == load_metadata(emotion_model).version
+        for e in events
+    )
     # every face that disappeared had appeared first, with the same id
     seen = set()
     for e in events:
@@ -106,12 +110,12 @@ def _strings(obj):
 
 
 @pytest.mark.slow
-def test_slow_stage_drops_stale_frames_and_raises_detect_every_n(sample_video, tiny_int8_model):
+def test_slow_stage_drops_stale_frames_and_raises_detect_every_n(sample_video, emotion_model):
     """Detection made 90 ms slower than a 50 ms budget on a video paced like a camera: stale
     frames are dropped and counted and N rises; once detection is fast again N comes back."""
     cfg = make_cfg(
         sample_video,
-        tiny_int8_model,
+        emotion_model,
         source={"loop": True},
         pipeline={
             "realtime": True,
@@ -179,10 +183,10 @@ def test_budget_controller_rises_and_recovers():
     assert fixed.n == 1
 
 
-def test_snapshots_only_when_allowed(sample_video, tiny_int8_model):
+def test_snapshots_only_when_allowed(sample_video, emotion_model):
     cfg = make_cfg(
         sample_video,
-        tiny_int8_model,
+        emotion_model,
         pipeline={"realtime": False},
         privacy={"allow_snapshots": True, "snapshot_size": 64},
     )
@@ -198,8 +202,8 @@ def test_snapshots_only_when_allowed(sample_video, tiny_int8_model):
         assert img is not None and img.shape[:2] == (64, 64)
 
 
-def test_frame_errors_are_counted_not_fatal(sample_video, tiny_int8_model, caplog):
-    cfg = make_cfg(sample_video, tiny_int8_model, pipeline={"realtime": False})
+def test_frame_errors_are_counted_not_fatal(sample_video, emotion_model, caplog):
+    cfg = make_cfg(sample_video, emotion_model, pipeline={"realtime": False})
     buf = io.StringIO()
     pipe = build_pipeline(cfg, output=StdoutOutput(buf))
     inner = pipe.detector
@@ -221,8 +225,8 @@ def test_frame_errors_are_counted_not_fatal(sample_video, tiny_int8_model, caplo
     assert "injected detector failure" in caplog.text
 
 
-def test_stop_from_another_thread(sample_video, tiny_int8_model):
-    cfg = make_cfg(sample_video, tiny_int8_model, source={"loop": True})
+def test_stop_from_another_thread(sample_video, emotion_model):
+    cfg = make_cfg(sample_video, emotion_model, source={"loop": True})
     buf = io.StringIO()
     pipe = build_pipeline(cfg, output=StdoutOutput(buf))
     threading.Timer(1.0, pipe.stop).start()
@@ -235,9 +239,9 @@ def test_stop_from_another_thread(sample_video, tiny_int8_model):
 
 
 @pytest.mark.parametrize("bad", ["video", "images"])
-def test_missing_file_source_fails_at_start(tmp_path, tiny_int8_model, bad):
+def test_missing_file_source_fails_at_start(tmp_path, emotion_model, bad):
     from emotion_edge.errors import SourceError
 
-    cfg = make_cfg(tmp_path / "nope.mp4", tiny_int8_model, source={"kind": bad})
+    cfg = make_cfg(tmp_path / "nope.mp4", emotion_model, source={"kind": bad})
     with pytest.raises(SourceError):
         build_pipeline(cfg, output=StdoutOutput(io.StringIO()))
