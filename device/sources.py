@@ -111,6 +111,7 @@ class OpenCVSource:
     """cv2.VideoCapture on a device index, /dev/videoN, an RTSP/HTTP URL or a GStreamer pipeline."""
 
     pace_fps: float | None = None
+    NETWORK_TIMEOUT_S = 10.0  # open and read timeout for rtsp:// http:// ... URLs
 
     def __init__(self, cfg: SourceConfig) -> None:
         self.cfg = cfg
@@ -125,6 +126,15 @@ class OpenCVSource:
         self.close()
         if self.gstreamer:
             cap = cv2.VideoCapture(self.target, cv2.CAP_GSTREAMER)
+        elif isinstance(self.target, str) and "://" in self.target:
+            # Without timeouts a dead network camera can block open() or read() for good, and
+            # a blocked read is never retried.
+            ms = int(self.NETWORK_TIMEOUT_S * 1000)
+            cap = cv2.VideoCapture(
+                self.target,
+                cv2.CAP_FFMPEG,
+                [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms],
+            )
         else:
             cap = cv2.VideoCapture(self.target)
         if not cap.isOpened():

@@ -3,7 +3,10 @@ picamera2 source against a fake `picamera2` module (the only fake: libcamera is 
 
 from __future__ import annotations
 
+import socket
 import sys
+import threading
+import time
 import types
 
 import cv2
@@ -158,6 +161,22 @@ def test_truncated_video_gives_its_frames_then_ends(sample_video, tmp_path):
 def test_missing_camera_is_a_clear_source_error():
     with pytest.raises(SourceError, match=r"opencv:/dev/video99: cannot open .*ls /dev/video"):
         make_source(SourceConfig(kind="opencv", uri="/dev/video99")).open()
+
+
+def test_network_camera_that_never_answers_times_out(monkeypatch):
+    # A server that accepts the connection and then says nothing, like a hung IP camera.
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    held = []
+    threading.Thread(target=lambda: held.append(srv.accept()), daemon=True).start()
+    monkeypatch.setattr(OpenCVSource, "NETWORK_TIMEOUT_S", 1.0)
+    uri = f"http://127.0.0.1:{srv.getsockname()[1]}/stream.mjpg"
+    t0 = time.monotonic()
+    with pytest.raises(SourceError, match="cannot open"):
+        make_source(SourceConfig(kind="opencv", uri=uri)).open()
+    assert time.monotonic() - t0 < 5.0
+    srv.close()
 
 
 def test_opencv_source_on_a_file_has_no_end(sample_video):
