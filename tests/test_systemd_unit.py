@@ -58,7 +58,9 @@ def make_verify_root(tmp_path: Path, unit_text: str) -> Path:
 def verify(root: Path) -> tuple[int, str]:
     proc = subprocess.run(
         [ANALYZE, "verify", f"--root={root}", "/etc/systemd/system/emotion-edge.service"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     return proc.returncode, (proc.stdout + proc.stderr).strip()
 
@@ -100,9 +102,17 @@ def test_verify_catches_a_broken_unit(tmp_path):
 def test_security_exposure_is_low(tmp_path):
     root = make_verify_root(tmp_path, UNIT.read_text())
     proc = subprocess.run(
-        [ANALYZE, "security", "--offline=true", f"--root={root}", "--no-pager",
-         "/etc/systemd/system/emotion-edge.service"],
-        capture_output=True, text=True, timeout=60,
+        [
+            ANALYZE,
+            "security",
+            "--offline=true",
+            f"--root={root}",
+            "--no-pager",
+            "/etc/systemd/system/emotion-edge.service",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     out = proc.stdout + proc.stderr
     m = re.search(r"Overall exposure level for emotion-edge\.service: ([0-9.]+) (\w+)", out)
@@ -128,8 +138,13 @@ def test_unit_has_what_the_issue_asks_for():
     allowed = " ".join(s["DeviceAllow"])
     for dev in ("char-video4linux", "char-media", "char-dma_heap"):
         assert dev in allowed
-    for key, want in [("ProtectSystem", "strict"), ("ProtectHome", "yes"), ("PrivateTmp", "yes"),
-                      ("NoNewPrivileges", "yes"), ("MemoryDenyWriteExecute", "yes")]:
+    for key, want in [
+        ("ProtectSystem", "strict"),
+        ("ProtectHome", "yes"),
+        ("PrivateTmp", "yes"),
+        ("NoNewPrivileges", "yes"),
+        ("MemoryDenyWriteExecute", "yes"),
+    ]:
         assert one[key] == want, key
     assert "AF_INET" in one["RestrictAddressFamilies"]
     assert one["MemoryMax"] and one["RestartPreventExitStatus"] == "2"
@@ -155,15 +170,30 @@ def test_daemon_runs_under_memory_deny_write_execute(tmp_path, samples_dir, emot
         shutil.copy(samples_dir / "face_recognition" / name, photos / name)
     probe = subprocess.run(
         [sys.executable, "-c", "import mmap; mmap.mmap(-1, 4096, prot=7)"],
-        preexec_fn=_mdwe_preexec, capture_output=True, text=True,
+        preexec_fn=_mdwe_preexec,
+        capture_output=True,
+        text=True,
     )
     if probe.returncode == 97:
         pytest.skip("kernel without PR_SET_MDWE (< 6.3)")
     assert probe.returncode != 0 and "PermissionError" in probe.stderr  # W+X really refused
     proc = subprocess.run(
-        [str(REPO / ".venv/bin/emotion-edge"), "--dry-run", "--max-frames", "4",
-         "--source", f"images:{photos}", "--model", str(emotion_model), "--log-level", "WARNING"],
-        preexec_fn=_mdwe_preexec, capture_output=True, text=True, timeout=180,
+        [
+            str(REPO / ".venv/bin/emotion-edge"),
+            "--dry-run",
+            "--max-frames",
+            "4",
+            "--source",
+            f"images:{photos}",
+            "--model",
+            str(emotion_model),
+            "--log-level",
+            "WARNING",
+        ],
+        preexec_fn=_mdwe_preexec,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     payloads = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -178,17 +208,20 @@ def test_scripts_parse_and_have_help(script):
     proc = subprocess.run([str(path), "--help"], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0 and "usage:" in proc.stdout, proc.stdout + proc.stderr
     if shutil.which("shellcheck"):
-        sc = subprocess.run(["shellcheck", "-S", "warning", str(path)], capture_output=True,
-                            text=True)
+        sc = subprocess.run(
+            ["shellcheck", "-S", "warning", str(path)], capture_output=True, text=True
+        )
         assert sc.returncode == 0, sc.stdout
 
 
 def test_install_sh_rejects_bad_options():
-    proc = subprocess.run([str(SYSTEMD_DIR / "install.sh"), "--frobnicate"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(SYSTEMD_DIR / "install.sh"), "--frobnicate"], capture_output=True, text=True
+    )
     assert proc.returncode == 2 and "unknown option" in proc.stderr
-    proc = subprocess.run([str(SYSTEMD_DIR / "install.sh"), "--purge"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(SYSTEMD_DIR / "install.sh"), "--purge"], capture_output=True, text=True
+    )
     assert proc.returncode != 0 and ("--purge" in proc.stderr or "root" in proc.stderr)
 
 
@@ -196,8 +229,12 @@ def test_install_sh_refuses_a_bundle_without_the_project_wheel(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("install.sh checks for root first")
     (tmp_path / "wheels").mkdir()
-    proc = subprocess.run([str(SYSTEMD_DIR / "install.sh"), "--offline", str(tmp_path)],
-                          capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        [str(SYSTEMD_DIR / "install.sh"), "--offline", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == 1 and "emotion_edge-*.whl" in proc.stderr, proc.stderr
 
 
