@@ -55,12 +55,15 @@ def assert_one_line_error(proc, *needles: str) -> None:
 class Recorder:
     """A real paho subscriber keeping every message under the device's topics."""
 
-    def __init__(self, host: str, port: int, topic: str):
+    def __init__(self, host: str, port: int, topic: str, persistent: bool = False):
         self.messages: list[tuple[str, str, bool]] = []
         self._cond = threading.Condition()
         self.client = paho.Client(
-            paho.CallbackAPIVersion.VERSION2, client_id=f"e2e-sub-{free_port()}"
+            paho.CallbackAPIVersion.VERSION2,
+            client_id=f"e2e-sub-{free_port()}",
+            clean_session=not persistent,
         )
+        self.client.reconnect_delay_set(0.1, 0.5)
         self.client.on_message = self._on_message
         subscribed = threading.Event()
         self.client.on_subscribe = lambda *a: subscribed.set()
@@ -306,3 +309,55 @@ def test_help_and_print_config():
         assert flag in proc.stdout
     proc = run_cli("--print-config", "--budget-ms", "75")
     assert proc.returncode == 0 and "budget_ms = 75.0" in proc.stdout
+
+
+@pytest.mark.slow
+def test_events_made_while_broker_is_down_are_delivered(
+    mqtt_broker, sample_video, emotion_model, tmp_path
+):
+    """Broker down when the daemon starts and for a while after: events wait in the spool and
+    arrive once it is up. Every event the daemon counted is received (distinct ids)."""
+    cfg = write_config(
+        tmp_path / "config.toml", mqtt_broker, sample_video, emotion_model, tmp_path / "spool"
+    )
+    events_topic = f"{PREFIX}/{DEVICE}/events"
+    # a persistent QoS 1 session: the broker keeps what arrives while we are reconnecting
+    sub = Recorder(mqtt_broker.host, mqtt_broker.port, events_topic, persistent=True)
+    mqtt_broker.stop()
+    proc = subprocess.Popen(
+        [*cli_cmd(), "--config", str(cfg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(8)  # start-up, then the video's first faces appear within a second
+        assert proc.poll() is None, proc.communicate()[1]
+        broker_back = time.time()
+        mqtt_broker.start()
+        assert sub.wait(lambda: len(sub.on("events")) >= 1, timeout=30), "nothing delivered"
+        time.sleep(2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    # the retained final stats say how many events the daemon produced
+    stats_sub = Recorder(mqtt_broker.host, mqtt_broker.port, f"{PREFIX}/{DEVICE}/stats")
+    assert stats_sub.wait(lambda: stats_sub.on("stats"), timeout=5)
+    final = json.loads(stats_sub.on("stats")[-1])
+    stats_sub.close()
+    produced = sum(final["events"].values())
+    assert final["mqtt"]["spool_dropped"] == 0 and final["mqtt"]["spool_depth"] == 0
+    assert sub.wait(
+        lambda: len({json.loads(p)["event_id"] for p in sub.on("events")}) >= produced, timeout=10
+    )
+    sub.close()
+    received = [json.loads(p) for p in sub.on("events")]
+    ids = {e["event_id"] for e in received}
+    assert produced >= 1 and len(ids) == produced
+    # some of them were made while the broker was down: delivered from the spool
+    assert min(e["published_ts"] for e in received) < broker_back
