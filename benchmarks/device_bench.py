@@ -91,12 +91,8 @@ def _video_frames(n: int) -> tuple[list[np.ndarray], str]:
         cap.release()
     if frames:
         return frames, f"{SAMPLE_VIDEO.name}, {len(frames)} frames resized"
-    return [
-        f[0]
-        for f in np.split(
-            np.random.default_rng(1).integers(0, 256, (n, 360, 640), dtype=np.uint8), n
-        )
-    ], "random noise frames (sample video absent)"
+    noise = np.random.default_rng(1).integers(0, 256, (n, 360, 640), dtype=np.uint8)
+    return list(noise), "random noise frames (sample video absent)"
 
 
 def detector_speed(kinds: tuple[str, ...], threads: int, runs: int, n_frames: int = 20) -> dict:

@@ -128,6 +128,7 @@ def _guard(results: dict, name: str, fn) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's start-up chatter hides progress
     sections = _sections(args)
     out = args.out or (RESULTS_DIR / "quick" if args.quick else RESULTS_DIR)
     md_path = args.markdown or (
