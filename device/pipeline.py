@@ -370,12 +370,18 @@ class Pipeline:
 
     def _periodic(self, now: float) -> None:
         p = self.cfg.pipeline
-        if now >= self._next_state:
-            self._publish_state()
-            self._next_state = now + p.state_interval_s
-        if now >= self._next_stats:
-            self._publish_stats(now)
-            self._next_stats = now + p.stats_interval_s
+        try:
+            if now >= self._next_state:
+                self._next_state = now + p.state_interval_s
+                self._publish_state()
+            if now >= self._next_stats:
+                self._next_stats = now + p.stats_interval_s
+                self._publish_stats(now)
+        except Exception:  # noqa: BLE001 - a failed status payload must not stop the loop
+            self.errors += 1
+            if now - self._last_error_log > 60:
+                self._last_error_log = now
+                log.exception("state/stats payload not published")
 
     def _publish_state(self) -> None:
         self.output.publish_state(
