@@ -222,7 +222,8 @@ class EventEngine:
             st = self.faces.pop(fid, None)
             if st is None or not st.announced or st.probs is None:
                 continue
-            # the box and probabilities are the face's last known ones
+            # the box and probabilities are the face's last known ones; the time and frame
+            # are those at which it was declared gone
             events.append(
                 self._event(
                     "disappeared",
@@ -231,7 +232,7 @@ class EventEngine:
                     st.emotion,
                     frame_index,
                     frame_size,
-                    st.last_ts,
+                    ts,
                     duration=st.last_ts - st.first_seen_ts,
                 )
             )
