@@ -201,7 +201,11 @@ class Pipeline:
         p = self.cfg.pipeline
         reason = "stopped"
         self.output.start()
-        self.capture.start()
+        try:
+            self.capture.start()
+        except BaseException:
+            self.output.stop()
+            raise
         self._started_mono = self._interval_start = time.monotonic()
         self._next_stats = self._started_mono + p.stats_interval_s
         self._next_state = self._started_mono + p.state_interval_s
