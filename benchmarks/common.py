@@ -44,6 +44,25 @@ def time_calls(fn: Callable[[], object], runs: int, warmup: int = 10) -> dict:
     return stats_ms(ms)
 
 
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], runs: int, warmup: int = 10, blocks: int = 10
+) -> dict[str, dict]:
+    """Latency statistics per function, timed in alternating blocks so that a change in
+    machine load during the measurement hits every function alike (fair ratios)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    per_block = max(1, runs // blocks)
+    while min(len(v) for v in samples.values()) < runs:
+        for name, fn in fns.items():
+            for _ in range(min(per_block, runs - len(samples[name]))):
+                t = time.perf_counter()
+                fn()
+                samples[name].append((time.perf_counter() - t) * 1000.0)
+    return {k: stats_ms(v) for k, v in samples.items()}
+
+
 def stats_ms(ms) -> dict:
     a = np.asarray(ms, dtype=np.float64)
     if not len(a):

@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import SAMPLE_VIDEO, default_model, log, machine_info, time_calls, write_json
+from benchmarks.common import (
+    SAMPLE_VIDEO,
+    default_model,
+    log,
+    machine_info,
+    time_calls,
+    time_interleaved,
+    write_json,
+)
 
 FRAME_SIZES = ((320, 240), (640, 480))
 
@@ -21,6 +30,11 @@ FRAME_SIZES = ((320, 240), (640, 480))
 def _faces(n: int, seed: int = 0) -> np.ndarray:
     # CNN latency does not depend on pixel values; seeded noise keeps this free of data files.
     return np.random.default_rng(seed).integers(0, 256, (n, 48, 48), dtype=np.uint8)
+
+
+def _invoke_only(interp) -> Callable[[], object]:
+    """The interpreter call alone (input already set): the model's own cost."""
+    return interp.invoke
 
 
 def classifier_speed(
@@ -31,21 +45,49 @@ def classifier_speed(
     peer: Path | None,
     warmup: int = 10,
 ) -> dict:
+    """Per-face latency of our classifier (`EmotionClassifier.predict_faces`: quantize,
+    invoke, dequantize) and of the peer (resize to 64x64, scale, invoke), timed interleaved
+    in the same process; plus invoke-only figures and our batch throughput."""
     from emotion_edge.classifier import EmotionClassifier
 
     out: dict = {
         "model": str(model),
         "per_face": [],
+        "per_face_invoke_only": [],
         "batch": [],
         "peer_per_face": [],
+        "peer_per_face_invoke_only": [],
         "ratio_peer_over_ours": [],
     }
     face = _faces(1)
     for t in threads:
         clf = EmotionClassifier(model, num_threads=t, max_batch=max(batch_sizes))
-        r = time_calls(lambda c=clf: c.predict_faces(face), runs, warmup)
+        clf.predict_faces(face)  # leaves `face` set in the batch-1 interpreter
+        fns = {
+            "ours": lambda c=clf: c.predict_faces(face),
+            "ours_invoke": _invoke_only(clf._interpreter(1)),
+        }
+        if peer is not None:
+            from benchmarks.peer import PeerClassifier
+
+            pc = PeerClassifier(peer, num_threads=t)
+            pc.predict_faces(face)
+            fns |= {
+                "peer": lambda p=pc: p.predict_faces(face),
+                "peer_invoke": _invoke_only(pc.interp),
+            }
+        res = time_interleaved(fns, runs, warmup)
+        r = res["ours"]
         out["per_face"].append({"threads": t, **r})
+        out["per_face_invoke_only"].append({"threads": t, **res["ours_invoke"]})
         log(f"classifier {t} thread(s): median {r['median_ms']:.3f} ms/face")
+        if peer is not None:
+            rp = res["peer"]
+            out["peer_per_face"].append({"threads": t, **rp})
+            out["peer_per_face_invoke_only"].append({"threads": t, **res["peer_invoke"]})
+            ratio = rp["median_ms"] / r["median_ms"]
+            out["ratio_peer_over_ours"].append({"threads": t, "ratio": round(ratio, 2)})
+            log(f"peer {t} thread(s): median {rp['median_ms']:.3f} ms/face (x{ratio:.2f} ours)")
         for b in batch_sizes:
             faces = _faces(b, seed=b)
             rb = time_calls(
@@ -61,15 +103,6 @@ def classifier_speed(
                     "faces_per_s": round(1000.0 * b / rb["median_ms"], 1),
                 }
             )
-        if peer is not None:
-            from benchmarks.peer import PeerClassifier
-
-            pc = PeerClassifier(peer, num_threads=t)
-            rp = time_calls(lambda p=pc: p.predict_faces(face), runs, warmup)
-            out["peer_per_face"].append({"threads": t, **rp})
-            ratio = rp["median_ms"] / r["median_ms"]
-            out["ratio_peer_over_ours"].append({"threads": t, "ratio": round(ratio, 2)})
-            log(f"peer {t} thread(s): median {rp['median_ms']:.3f} ms/face (x{ratio:.2f} ours)")
     return out
 
 

@@ -159,3 +159,14 @@ def test_emulated_aarch64_smoke(bench_model, sample_video, tmp_path):
     assert [r["kind"] for r in bench["detector"]["results"]] == ["blazeface", "blazeface"]
     smoke = cpu["daemon_smoke"]
     assert smoke["exit_code"] == 0 and smoke["frames_processed"] == 5, smoke
+
+
+def test_readme_block_replaced_between_markers_only():
+    from benchmarks.report import README_BEGIN, README_END, update_readme
+
+    text = f"intro\n{README_BEGIN}\nold table\n{README_END}\noutro\n"
+    new = update_readme(text, "| new |\n")
+    assert new == f"intro\n{README_BEGIN}\n| new |\n{README_END}\noutro\n"
+    with pytest.raises(ValueError, match="block"):
+        update_readme("no markers here", "x")
+    assert README_BEGIN in (REPO / "README.md").read_text()
