@@ -247,3 +247,43 @@ def test_missing_file_source_fails_at_start(tmp_path, emotion_model, bad):
     cfg = make_cfg(tmp_path / "nope.mp4", emotion_model, source={"kind": bad})
     with pytest.raises(SourceError):
         build_pipeline(cfg, output=StdoutOutput(io.StringIO()))
+
+
+def test_dead_camera_keeps_daemon_alive_without_watchdog(tmp_path, emotion_model):
+    """A camera that cannot open: the loop keeps running and reporting, the capture retries,
+    and no WATCHDOG=1 goes to systemd (frames do not flow), so systemd can act on it."""
+    import socket
+
+    from emotion_edge.systemd_notify import SystemdNotifier
+
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(0.5)
+    cfg = make_cfg(
+        "/dev/video99",
+        emotion_model,
+        source={"kind": "opencv", "reopen_min_s": 0.2, "reopen_max_s": 0.4},
+        pipeline={"frame_timeout_s": 0.1, "stats_interval_s": 0.5},
+    )
+    buf = io.StringIO()
+    notifier = SystemdNotifier(socket_path=path, watchdog_usec="200000", watchdog_pid="")
+    pipe = build_pipeline(cfg, output=StdoutOutput(buf), notifier=notifier)
+    summary = pipe.run(duration_s=2.5)
+    notes = []
+    try:
+        while True:
+            notes.append(sock.recv(4096).decode())
+    except TimeoutError:
+        pass
+    finally:
+        sock.close()
+    assert summary.frames_processed == 0 and summary.reason.startswith("duration")
+    assert notes[0].startswith("READY=1") and notes[-1] == "STOPPING=1"
+    assert "WATCHDOG=1" not in notes
+    stats = [p for p in lines_of(buf) if p["schema"] == "emotion-edge/stats/1"]
+    assert len(stats) >= 3  # stats keep flowing without frames
+    for s in stats:
+        validate(s)
+    assert stats[-1]["source"]["last_error"]
+    assert stats[-1]["fps"] == 0
