@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="markdown table path (default benchmarks/RESULTS.md, or OUT/RESULTS.md for --quick)",
     )
     p.add_argument(
+        "--update-readme",
+        action="store_true",
+        help="rewrite the key-rows block in README.md's benchmarks section from these results "
+        "(for the committed full run)",
+    )
+    p.add_argument(
         "--arm-cpus",
         default=None,
         help="emulated CPUs (default cortex-a72,cortex-a76; quick: cortex-a72)",
