@@ -41,6 +41,11 @@ mkdir -p "$ROOT/proc" "$ROOT/sys" "$ROOT/dev" "$ROOT/tmp"
 mount -t proc proc "$ROOT/proc"
 mount -t sysfs -o ro sysfs "$ROOT/sys"
 mount --rbind /dev "$ROOT/dev"
+# Name resolution for apt/pip inside (mmdebstrap leaves no resolv.conf in the root).
+if [ -f /etc/resolv.conf ] && [ ! -L "$ROOT/etc/resolv.conf" ]; then
+  [ -e "$ROOT/etc/resolv.conf" ] || : >"$ROOT/etc/resolv.conf"
+  mount --bind /etc/resolv.conf "$ROOT/etc/resolv.conf"
+fi
 
 # What architecture is the root? Ask its dpkg database, not the host.
 root_arch=$(sed -n 's/^Architecture: //p' "$ROOT/var/lib/dpkg/status" 2>/dev/null \

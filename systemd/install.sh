@@ -201,9 +201,15 @@ if [ -n "$OFFLINE" ]; then
   # Same version number, new build (e.g. a fixed bundle): replace the package itself too.
   "${PIP[@]}" install --no-index --no-deps --force-reinstall "$WHEEL"
 else
-  say "pip install ${SRC_TREE}[device]"
-  "${PIP[@]}" install "${CONSTRAINTS[@]}" --upgrade "${SRC_TREE}[device]"
-  "${PIP[@]}" install --no-deps --force-reinstall "$SRC_TREE"
+  # Build from a copy: setuptools writes build/ and *.egg-info where it builds, and a
+  # root-owned build/ in the user's checkout would get in their way.
+  build_dir=$(mktemp -d)
+  trap 'rm -rf "$build_dir"' EXIT
+  tar -C "$SRC_TREE" --exclude=./.git --exclude=./.venv --exclude=./runs --exclude=./build \
+    --exclude='*.egg-info' --exclude=__pycache__ -cf - . | tar -C "$build_dir" -xf -
+  say "pip install ${SRC_TREE}[device] (from PyPI)"
+  "${PIP[@]}" install "${CONSTRAINTS[@]}" --upgrade "${build_dir}[device]"
+  "${PIP[@]}" install --no-deps --force-reinstall "$build_dir"
 fi
 [ -x "$PREFIX/bin/emotion-edge" ] || die "$PREFIX/bin/emotion-edge missing after pip install"
 VERSION=$("$PREFIX/bin/emotion-edge" --version 2>&1 | awk '{print $NF}')
