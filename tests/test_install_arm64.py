@@ -77,7 +77,8 @@ class Flow:
         self.cpu[name] = round(cpu, 1)
         with self.log.open("a") as f:
             f.write(
-                f"== {name} ({self.timings[name]} s, rc {proc.returncode}): {cmd}\n"
+                f"== {name} ({self.timings[name]} s, cpu {self.cpu[name]} s, "
+                f"rc {proc.returncode}): {cmd}\n"
                 f"{proc.stdout}\n{proc.stderr}\n"
             )
         if check and proc.returncode != 0:
