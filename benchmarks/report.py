@@ -322,7 +322,8 @@ def emulated(arm: dict | None) -> list[str]:
         "**Emulated figures**: qemu-aarch64 translating arm64 code on the host CPU "
         f"({arm.get('host_cpu_model')}), typically 100-500x slower than the real board. "
         "They show the device code runs on aarch64 and catch relative regressions; they "
-        "are **not** Raspberry Pi speeds.",
+        "are **not** Raspberry Pi speeds. Other work on the host (see its load) swings them "
+        "further.",
         "",
         f"Root: Debian 12 arm64 + the device's aarch64 wheels, assembled without "
         f"emulation, {root['size_mb']} MB, built in {root['build_seconds']} s "
@@ -342,7 +343,8 @@ def emulated(arm: dict | None) -> list[str]:
         bf = lambda w: _f((det.get((w, "blazeface")) or {}).get("median_ms"), "{:.0f}")  # noqa
         sm = c.get("daemon_smoke") or {}
         smoke = (
-            f"exit {sm['exit_code']}, {sm.get('frames_processed')} frames, {sm['wall_s']} s"
+            f"exit {sm['exit_code']}, {sm.get('frames_processed')} frames, {sm['wall_s']} s, "
+            f"qemu peak RSS {sm.get('peak_rss_mb')} MB"
             if sm
             else "not run"
         )
@@ -356,6 +358,9 @@ def emulated(arm: dict | None) -> list[str]:
                 bf(320),
                 bf(640),
                 smoke,
+                " / ".join(
+                    str(x) for x in (db.get("machine") or {}).get("load_avg_at_start") or []
+                ),
             ]
         )
     out += _table(
@@ -368,6 +373,7 @@ def emulated(arm: dict | None) -> list[str]:
             "BlazeFace 320x240 ms",
             "BlazeFace 640x480 ms",
             "daemon smoke (--dry-run)",
+            "host load at start",
         ],
         rows,
     )
