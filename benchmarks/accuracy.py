@@ -16,10 +16,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from emotion_edge.preprocess import FER2013_LABELS
 
 from benchmarks.common import REPO, log
 
 GATE_TOLERANCE_POINTS = 0.5
+TRAINING_SUBSET = 3000
 SPLIT_KEYS = ("fer2013_PublicTest", "fer2013_PrivateTest", "ferplus_test")
 
 
@@ -142,6 +144,20 @@ def run(
             labels,
         )
         out["models"]["peer"].update({k: peer[k] for k in ("dist", "sha256", "size_bytes")})
+        # Fit on FER2013 Training faces vs the test splits: a test score near the Training
+        # score would mean the peer saw the test faces in training.
+        rows = ds.split("Training")[:TRAINING_SUBSET]
+        idx = {FER2013_LABELS.index(n): i for i, n in enumerate(labels)}
+        y = np.array([idx.get(int(v), -1) for v in ds.labels[rows]])
+        keep = y >= 0
+        for key, fn in (("int8", clf.predict_faces), ("peer", pc.predict_faces)):
+            probs = fn(ds.images[rows[keep]])
+            if key == "peer":
+                probs = probs[:, cols]
+            out["models"][key]["training_subset"] = {
+                "n": int(keep.sum()),
+                "accuracy": round(float(np.mean(probs.argmax(1) == y[keep])), 4),
+            }
         out["models"]["peer"]["input"] = pc.input_details
     elif peer is not None:
         out["models"]["peer"] = {"skipped": peer.get("error", "peer unavailable")}

