@@ -238,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         readme.write_text(update_readme(readme.read_text(), key_rows(host, arm)))
         log(f"updated the key rows in {readme}")
     log(
-        f"wrote {out}/host.json{', arm.json' if arm else ''} and {md_path} "
+        f"wrote {', '.join(n for n in ('host.json', 'arm.json') if (out / n).is_file())} "
+        f"in {out} and {md_path} "
         f"in {time.perf_counter() - started:.0f} s"
     )
     return _exit_code(host, arm)
