@@ -176,7 +176,7 @@ def run_synthetic(model: Path, n_frames: int, faces: bool, detector: str = "blaz
     summary = pipe.run(max_frames=n_frames)
     wall = time.perf_counter() - t
     name = "synthetic 640x480, " + (
-        "two faces (two_people.jpg drifting)" if faces else "no faces (noise)"
+        "two faces (window panning over two_people.jpg)" if faces else "no faces (noise)"
     )
     return _summarise(name, pipe, wall, summary)
 
