@@ -32,6 +32,14 @@ def _error(section: dict | None) -> str | None:
     return section.get("error")
 
 
+def _model_line(host: dict) -> str:
+    int8 = ((host.get("accuracy") or {}).get("models") or {}).get("int8") or {}
+    line = f"`{host.get('model', '?')}`"
+    if int8.get("version"):
+        line += f", version {int8['version']}, sha256 {int8['sha256'][:12]}…"
+    return line
+
+
 def machine(host: dict, arm: dict | None) -> list[str]:
     m = host["machine"]
     v = m.get("versions", {})
@@ -51,6 +59,7 @@ def machine(host: dict, arm: dict | None) -> list[str]:
             f"{git.get('commit')}" + (" (+ uncommitted changes)" if git.get("dirty") else ""),
         ],
         ["mode", host.get("mode", "-") + f", {host.get('wall_seconds', '-')} s"],
+        ["emotion model", _model_line(host)],
     ]
     if arm and "error" not in arm:
         cpus = ", ".join(f"{c['qemu_cpu']} ({c['class']})" for c in arm.get("cpus", []))
