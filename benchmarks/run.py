@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     host: dict = {
         "mode": mode,
         "machine": machine_info(),
-        "model": str(model),
+        "model": str(model.relative_to(REPO)) if model.is_relative_to(REPO) else str(model),
         "samples": str(SAMPLES_DIR) if SAMPLES_DIR.is_dir() else None,
     }
     peer = _peer(args) if {"accuracy", "speed", "arm"} & set(sections) else None
