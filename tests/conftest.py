@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,17 @@ SHARED = Path(__import__("os").environ.get("EMOTION_EDGE_SHARED", REPO.parent / 
 DATA_DIR = SHARED / "data"
 SAMPLES_DIR = SHARED / "samples"
 SAMPLE_VIDEO = SAMPLES_DIR / "face_recognition" / "short_hamilton_clip.mp4"
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logging():
+    """The daemon's CLI points the root logger at the sys.stderr of its moment, which pytest
+    closes after the test; later tests' log calls would then print 'Logging error' walls."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")

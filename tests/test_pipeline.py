@@ -131,10 +131,12 @@ def test_slow_stage_drops_stale_frames_and_raises_detect_every_n(sample_video, e
     seen = {"max_n": 1, "slow_frames": 0}
 
     def fast_when() -> bool:
-        # stay slow until N has risen and had some frames to show its effect
+        # stay slow until N has risen and had some frames to show its effect; N=2 is enough
+        # (on a fast CPU 90 ms + detection every 2nd frame sits right at the 50 ms budget, so
+        # N need not climb higher)
         seen["max_n"] = max(seen["max_n"], pipe.budget.n)
         seen["slow_frames"] += 1
-        return seen["max_n"] >= 3 and seen["slow_frames"] >= 15
+        return seen["max_n"] >= 2 and seen["slow_frames"] >= 15
 
     slow = SlowDetector(pipe.detector, 0.09, fast_when)
     pipe.detector = slow
