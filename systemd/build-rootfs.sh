@@ -35,7 +35,7 @@ options:
   -q, --quiet         no progress messages on stderr
   -h, --help          this help
 
-Needs root, mmdebstrap (apt-get installed when missing) and, for a foreign --arch,
+Needs root, mmdebstrap and arch-test (apt-get installed when missing) and, for a foreign --arch,
 qemu-user-static with binfmt_misc (registered here when missing; see binfmt.sh).
 EOF
 }
@@ -74,10 +74,14 @@ fi
 
 [ "$(id -u)" = 0 ] || die "needs root (mmdebstrap root mode, chroot)"
 HERE=$(cd "$(dirname "$0")" && pwd)
-if ! command -v mmdebstrap >/dev/null; then
-  say "installing mmdebstrap"
+# mmdebstrap only Recommends arch-test, but refuses a foreign --arch without it.
+need=()
+command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
+command -v arch-test >/dev/null || need+=(arch-test)
+if [ ${#need[@]} -gt 0 ]; then
+  say "installing ${need[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -qq --no-install-recommends mmdebstrap >&2
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
 fi
 command -v zstd >/dev/null || die "zstd missing: apt-get install zstd"
 if [ "$ARCH" != "$(dpkg --print-architecture)" ]; then
