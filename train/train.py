@@ -190,7 +190,6 @@ def train(cfg: TrainConfig) -> dict:
             monitor="val_accuracy",
             mode="max",
             save_best_only=True,
-            include_optimizer=False,
             initial_value_threshold=best or None,
         ),
         keras.callbacks.EarlyStopping(
@@ -211,6 +210,9 @@ def train(cfg: TrainConfig) -> dict:
 
     # Evaluation of the selected (best PublicTest) model
     best_model = keras.models.load_model(out / "best.h5", compile=False)
+    # ModelCheckpoint keeps the optimizer slots (2x the weights); the float model that ships
+    # and that QAT starts from needs only the weights.
+    best_model.save(out / "best.h5", save_format="h5", include_optimizer=False)
     metrics = evaluate_model(best_model, ds, labels, out)
     metrics.update(
         {
