@@ -22,8 +22,11 @@ def interpreter_class():
         ) from None
 
 
-def make_interpreter(model_path: str | None = None, model_content: bytes | None = None,
-                     num_threads: int | None = None):
+def make_interpreter(
+    model_path: str | None = None,
+    model_content: bytes | None = None,
+    num_threads: int | None = None,
+):
     """An allocated interpreter; a corrupt file becomes a ModelError naming it."""
     cls = interpreter_class()
     try:

@@ -101,9 +101,15 @@ def load_metadata(model_path: str | Path, verify: bool = True) -> ModelMetadata:
     return meta
 
 
-def write_metadata(model_path: Path, labels: tuple[str, ...], input_q: tuple[float, int],
-                   output_q: tuple[float, int], version: str, extra: dict | None = None,
-                   input_dtype: str = "int8") -> Path:
+def write_metadata(
+    model_path: Path,
+    labels: tuple[str, ...],
+    input_q: tuple[float, int],
+    output_q: tuple[float, int],
+    version: str,
+    extra: dict | None = None,
+    input_dtype: str = "int8",
+) -> Path:
     """Write the sidecar for a .tflite file (sha256 computed from the file itself)."""
     model_path = Path(model_path)
     doc = {
@@ -114,12 +120,20 @@ def write_metadata(model_path: Path, labels: tuple[str, ...], input_q: tuple[flo
         "version": version,
         "labels": list(labels),
         "input": {
-            "size": INPUT_SIZE, "channels": 1, "dtype": input_dtype,
-            "scale": float(input_q[0]), "zero_point": int(input_q[1]),
-            "normalization": "pixel / 255", "face_crop_scale": FACE_CROP_SCALE,
+            "size": INPUT_SIZE,
+            "channels": 1,
+            "dtype": input_dtype,
+            "scale": float(input_q[0]),
+            "zero_point": int(input_q[1]),
+            "normalization": "pixel / 255",
+            "face_crop_scale": FACE_CROP_SCALE,
         },
-        "output": {"dtype": "int8", "scale": float(output_q[0]),
-                   "zero_point": int(output_q[1]), "activation": "softmax"},
+        "output": {
+            "dtype": "int8",
+            "scale": float(output_q[0]),
+            "zero_point": int(output_q[1]),
+            "activation": "softmax",
+        },
     }
     doc.update(extra or {})
     out = metadata_path(model_path)
