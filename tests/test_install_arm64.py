@@ -31,7 +31,9 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEMD_DIR = REPO / "systemd"
-PHOTOS = ("two_people.jpg", "obama.jpg", "biden.jpg")
+# One photo, looped: under emulation most frames are dropped as stale, and which ones depends
+# on the machine's load; with several photos a face could miss tracking.min_hits by chance.
+PHOTOS = ("two_people.jpg",)
 # pip byte-compiles every installed file; under emulation that doubles the install time and
 # proves nothing extra (the device compiles natively), so the test skips it.
 CHROOT_ENV = "PIP_NO_COMPILE=1"
