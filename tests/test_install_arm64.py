@@ -4,7 +4,7 @@ The flow an air-gapped Pi would see, minus systemd as PID 1:
   host:   build-rootfs.sh (mmdebstrap minbase + python3, python3-venv; cached tarball)
           make-bundle.sh  (aarch64 cp311 wheels + the project wheel)
   chroot: install.sh --offline BUNDLE --no-start   -> files, venv, config, unit
-          the installed daemon, --dry-run --max-frames on real photos -> JSON events
+          the installed daemon, --dry-run --max-frames on a real photo -> JSON events
           install.sh again with --model              -> upgrade, config kept, model switched
           install.sh --uninstall [--purge]
   host:   systemd-analyze verify --root=ROOTFS on the installed unit
