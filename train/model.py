@@ -28,7 +28,8 @@ def _conv_bn_relu(x, filters: int, name: str, l2: float):
 def build_vgg(num_classes: int, width: int = 32, dropout: float = 0.4, l2: float = 1e-4):
     """Four VGG stages (2 convs each, 48->24->12->6->3), global pooling, dense head.
 
-    width=32 gives ~1.2 M parameters and ~140 M multiply-adds per face.
+    width=32: ~1.18 M parameters, ~118 M multiply-adds per face; width=20 (the shipped model):
+    ~0.46 M parameters, ~46 M multiply-adds; its int8 file ran 1.8x faster (0.36 vs 0.65 ms).
     """
     inputs = keras.Input((48, 48, 1), name="face")
     x = inputs
