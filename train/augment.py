@@ -26,6 +26,22 @@ class AugmentConfig:
     cutout_prob: float = 0.3
     cutout_size: int = 12
 
+    def scaled(self, strength: float) -> AugmentConfig:
+        """Every range and probability times `strength` (1.0: as above; flip stays on)."""
+        return AugmentConfig(
+            shift=self.shift * strength,
+            zoom=self.zoom * strength,
+            rotation_deg=self.rotation_deg * strength,
+            shear=self.shear * strength,
+            flip=self.flip,
+            brightness=self.brightness * strength,
+            contrast=self.contrast * strength,
+            gamma=self.gamma * strength,
+            low_light_prob=min(1.0, self.low_light_prob * strength),
+            cutout_prob=min(1.0, self.cutout_prob * strength),
+            cutout_size=self.cutout_size,
+        )
+
 
 def _affine_transforms(batch: tf.Tensor, size: int, cfg: AugmentConfig) -> tf.Tensor:
     """Per-image 8-parameter transforms mapping output pixel coords to input coords."""

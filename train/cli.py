@@ -76,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--limit-train", type=int, default=0, help="use only N training rows")
     f.add_argument("--no-augment", action="store_true")
     f.add_argument(
+        "--augment-strength",
+        type=float,
+        default=1.0,
+        help="scale every augmentation range and probability (flip stays on)",
+    )
+    f.add_argument("--dropout", type=float, default=0.4, help="dropout before the dense head")
+    f.add_argument("--l2", type=float, default=1e-4, help="L2 weight of the conv kernels")
+    f.add_argument(
         "--quick",
         action="store_true",
         help="pipeline check in about a minute: tiny net, 2000 rows, 2 epochs",
@@ -128,6 +136,9 @@ def _fit(args) -> int:
         seed=None if args.seed < 0 else args.seed,
         limit_train=args.limit_train,
         augment=not args.no_augment,
+        augment_strength=args.augment_strength,
+        dropout=args.dropout,
+        l2=args.l2,
     )
     if args.quick:
         for k, v in QUICK.items():

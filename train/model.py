@@ -59,9 +59,11 @@ def build_tiny(num_classes: int):
     return keras.Model(inputs, outputs, name="emotion_tiny")
 
 
-def build_model(arch: str, num_classes: int, width: int = 32):
+def build_model(
+    arch: str, num_classes: int, width: int = 32, dropout: float = 0.4, l2: float = 1e-4
+):
     if arch == "vgg":
-        return build_vgg(num_classes, width=width)
+        return build_vgg(num_classes, width=width, dropout=dropout, l2=l2)
     if arch == "tiny":
         return build_tiny(num_classes)
     raise ValueError(f"unknown architecture {arch!r}; choose from {ARCHITECTURES}")

@@ -54,6 +54,9 @@ class TrainConfig:
     limit_train: int = 0  # >0: subsample training (quick mode)
     limit_eval: int = 0
     augment: bool = True
+    augment_strength: float = 1.0  # scales every AugmentConfig range and probability
+    dropout: float = 0.4  # before the dense head
+    l2: float = 1e-4  # conv kernel L2
 
 
 def set_seed(seed: int | None) -> None:
@@ -97,7 +100,7 @@ def make_dataset(images, targets, weights, cfg: TrainConfig, training: bool):
     if training:
         ds = ds.shuffle(len(x), seed=cfg.seed, reshuffle_each_iteration=True)
     ds = ds.batch(cfg.batch_size)
-    aug = AugmentConfig()
+    aug = AugmentConfig().scaled(cfg.augment_strength)
 
     def to_input(xb, yb, wb):
         xb = tf.cast(xb, tf.float32) * INPUT_SCALE
@@ -163,7 +166,7 @@ def train(cfg: TrainConfig) -> dict:
         model = keras.models.load_model(last)
         log.info("resumed from %s at epoch %d (best PublicTest %.4f)", last, initial_epoch, best)
     else:
-        model = build_model(cfg.arch, len(labels), cfg.width)
+        model = build_model(cfg.arch, len(labels), cfg.width, cfg.dropout, cfg.l2)
         steps = max(1, -(-len(train_rows) // cfg.batch_size))
         warmup = min(cfg.warmup_epochs * steps, max(0, cfg.epochs * steps - 1))
         schedule = keras.optimizers.schedules.CosineDecay(
