@@ -18,6 +18,7 @@ def trained_run(tmp_path_factory):
     make_fer_files(root)
     out = root / "run"
     args = ["fit", "--quick", "--data", str(root), "--out", str(out), "--epochs", "2"]
+    args += ["--augment-strength", "0.5", "--dropout", "0.2", "--l2", "0"]
     assert train_cli.main(args) == 0
     return root, out
 
@@ -40,6 +41,9 @@ def test_training_writes_model_metrics_and_plots(trained_run):
         assert 0.0 <= m[key]["accuracy"] <= 1.0
         assert len(m[key]["confusion_matrix"]) == 7
     assert m["epochs_run"] == 2
+    # the recipe is recorded so QAT (export) reuses the same augmentation
+    assert m["config"]["augment_strength"] == 0.5
+    assert (m["config"]["dropout"], m["config"]["l2"]) == (0.2, 0.0)
 
 
 def test_training_resumes_from_checkpoint(trained_run):
