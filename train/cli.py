@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     f.add_argument("--out", default="runs/train", help="run folder (checkpoints, logs, metrics)")
     f.add_argument("--arch", default="vgg", choices=["vgg", "tiny"])
-    f.add_argument("--width", type=int, default=32, help="filters of the first vgg stage")
+    f.add_argument("--width", type=int, default=20, help="filters of the first vgg stage")
     f.add_argument(
         "--labels",
         default="",
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument(
         "--fer2013-weight",
         type=float,
-        default=0.5,
+        default=0.7,
         help="weight of the FER2013 one-hot in --label-mode mixed",
     )
     f.add_argument(
@@ -62,13 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep Training rows whose image also occurs in a test split",
     )
-    f.add_argument("--epochs", type=int, default=40)
+    f.add_argument("--epochs", type=int, default=80)
     f.add_argument("--batch-size", type=int, default=64)
     f.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (cosine decay)")
     f.add_argument(
         "--class-weight-power",
         type=float,
-        default=0.5,
+        default=0.0,
         help="0 no class weighting, 1 fully balanced",
     )
     f.add_argument("--patience", type=int, default=12, help="early stopping, epochs")
@@ -78,11 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument(
         "--augment-strength",
         type=float,
-        default=1.0,
+        default=0.6,
         help="scale every augmentation range and probability (flip stays on)",
     )
-    f.add_argument("--dropout", type=float, default=0.4, help="dropout before the dense head")
-    f.add_argument("--l2", type=float, default=1e-4, help="L2 weight of the conv kernels")
+    f.add_argument("--dropout", type=float, default=0.3, help="dropout before the dense head")
+    f.add_argument("--l2", type=float, default=5e-5, help="L2 weight of the conv kernels")
     f.add_argument(
         "--quick",
         action="store_true",
