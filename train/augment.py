@@ -7,7 +7,7 @@ Photometric: brightness, contrast, gamma, occasional low light, small cutout.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from emotion_edge_train.tf_env import tf
 
@@ -28,18 +28,17 @@ class AugmentConfig:
 
     def scaled(self, strength: float) -> AugmentConfig:
         """Every range and probability times `strength` (1.0: as above; flip stays on)."""
-        return AugmentConfig(
+        return replace(
+            self,
             shift=self.shift * strength,
             zoom=self.zoom * strength,
             rotation_deg=self.rotation_deg * strength,
             shear=self.shear * strength,
-            flip=self.flip,
             brightness=self.brightness * strength,
             contrast=self.contrast * strength,
             gamma=self.gamma * strength,
             low_light_prob=min(1.0, self.low_light_prob * strength),
             cutout_prob=min(1.0, self.cutout_prob * strength),
-            cutout_size=self.cutout_size,
         )
 
 
