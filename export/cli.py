@@ -117,9 +117,10 @@ def _run(args) -> int:
     )
     from emotion_edge_export.report import write_report
     from emotion_edge_export.verify import verify_tflite
+    from emotion_edge_train.config import TrainConfig
     from emotion_edge_train.data import load_fer
     from emotion_edge_train.evaluate import evaluate, predict_batched, summary_line
-    from emotion_edge_train.train import TrainConfig, make_dataset, prepare_rows
+    from emotion_edge_train.train import make_dataset, prepare_rows
 
     started = time.time()
     float_model = load_float_model(args.float_model)

@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from emotion_edge_train.config import TrainConfig
+
 QUICK = {
     "arch": "tiny",
     "epochs": 2,
@@ -19,6 +21,7 @@ QUICK = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    defaults = TrainConfig()  # the defaults live in one place: the recipe dataclass
     p = argparse.ArgumentParser(
         prog="emotion-edge-train",
         description="Train the compact emotion CNN on FER2013 (+ FER+ votes) and evaluate it.",
@@ -33,13 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     f.add_argument(
         "--data",
-        default="../shared/data",
+        default=defaults.data,
         help="fer2013.csv[.gz], a folder holding it (+ fer2013new.csv), "
         "or a Kaggle train/test/<class>/ folder",
     )
-    f.add_argument("--out", default="runs/train", help="run folder (checkpoints, logs, metrics)")
-    f.add_argument("--arch", default="vgg", choices=["vgg", "tiny"])
-    f.add_argument("--width", type=int, default=20, help="filters of the first vgg stage")
+    f.add_argument("--out", default=defaults.out, help="run folder (checkpoints, logs, metrics)")
+    f.add_argument("--arch", default=defaults.arch, choices=["vgg", "tiny"])
+    f.add_argument(
+        "--width", type=int, default=defaults.width, help="filters of the first vgg stage"
+    )
     f.add_argument(
         "--labels",
         default="",
@@ -47,14 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     f.add_argument(
         "--label-mode",
-        default="mixed",
+        default=defaults.label_mode,
         choices=["fer2013", "ferplus", "mixed"],
         help="targets: FER2013 one-hot, FER+ vote distribution, or a mix of both",
     )
     f.add_argument(
         "--fer2013-weight",
         type=float,
-        default=0.7,
+        default=defaults.fer2013_weight,
         help="weight of the FER2013 one-hot in --label-mode mixed",
     )
     f.add_argument(
@@ -62,27 +67,33 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep Training rows whose image also occurs in a test split",
     )
-    f.add_argument("--epochs", type=int, default=80)
-    f.add_argument("--batch-size", type=int, default=64)
-    f.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (cosine decay)")
+    f.add_argument("--epochs", type=int, default=defaults.epochs)
+    f.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    f.add_argument(
+        "--lr", type=float, default=defaults.lr, help="peak learning rate (cosine decay)"
+    )
     f.add_argument(
         "--class-weight-power",
         type=float,
-        default=0.0,
+        default=defaults.class_weight_power,
         help="0 no class weighting, 1 fully balanced",
     )
-    f.add_argument("--patience", type=int, default=12, help="early stopping, epochs")
-    f.add_argument("--seed", type=int, default=1234, help="-1 for non-deterministic")
-    f.add_argument("--limit-train", type=int, default=0, help="use only N training rows")
+    f.add_argument("--patience", type=int, default=defaults.patience, help="early stopping, epochs")
+    f.add_argument("--seed", type=int, default=defaults.seed, help="-1 for non-deterministic")
+    f.add_argument(
+        "--limit-train", type=int, default=defaults.limit_train, help="use only N training rows"
+    )
     f.add_argument("--no-augment", action="store_true")
     f.add_argument(
         "--augment-strength",
         type=float,
-        default=0.6,
+        default=defaults.augment_strength,
         help="scale every augmentation range and probability (flip stays on)",
     )
-    f.add_argument("--dropout", type=float, default=0.3, help="dropout before the dense head")
-    f.add_argument("--l2", type=float, default=5e-5, help="L2 weight of the conv kernels")
+    f.add_argument(
+        "--dropout", type=float, default=defaults.dropout, help="dropout before the dense head"
+    )
+    f.add_argument("--l2", type=float, default=defaults.l2, help="L2 weight of the conv kernels")
     f.add_argument(
         "--quick",
         action="store_true",
@@ -117,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _fit(args) -> int:
-    from emotion_edge_train.train import TrainConfig, train
+    from emotion_edge_train.train import train
 
     cfg = TrainConfig(
         data=args.data,

@@ -14,12 +14,13 @@ import json
 import logging
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 from emotion_edge.preprocess import INPUT_SCALE, INPUT_SIZE, resolve_labels
 from emotion_edge_train.augment import AugmentConfig, augment_batch
+from emotion_edge_train.config import TrainConfig
 from emotion_edge_train.data import FerDataset, find_duplicates, load_fer, make_targets
 from emotion_edge_train.evaluate import (
     evaluate,
@@ -32,31 +33,6 @@ from emotion_edge_train.model import build_model
 from emotion_edge_train.tf_env import keras, tf
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    data: str = "../shared/data"
-    out: str = "runs/train"
-    arch: str = "vgg"
-    width: int = 20
-    labels: list[str] = field(default_factory=list)  # empty: all 7 FER2013 classes
-    label_mode: str = "mixed"  # fer2013 | ferplus | mixed
-    fer2013_weight: float = 0.7  # in mixed mode
-    keep_test_duplicates: bool = False
-    epochs: int = 80
-    batch_size: int = 64
-    lr: float = 2e-3
-    warmup_epochs: int = 2
-    class_weight_power: float = 0.0  # 0: none, 1: fully balanced
-    patience: int = 12
-    seed: int | None = 1234
-    limit_train: int = 0  # >0: subsample training (quick mode)
-    limit_eval: int = 0
-    augment: bool = True
-    augment_strength: float = 0.6  # scales every AugmentConfig range and probability
-    dropout: float = 0.3  # before the dense head
-    l2: float = 5e-5  # conv kernel L2
 
 
 def set_seed(seed: int | None) -> None:

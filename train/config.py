@@ -1,0 +1,33 @@
+"""The training recipe as one dataclass; its defaults are the recipe of the committed model.
+
+Kept free of TensorFlow so the CLI can show these defaults in `--help` without importing it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TrainConfig:
+    data: str = "../shared/data"
+    out: str = "runs/train"
+    arch: str = "vgg"
+    width: int = 20
+    labels: list[str] = field(default_factory=list)  # empty: all 7 FER2013 classes
+    label_mode: str = "mixed"  # fer2013 | ferplus | mixed
+    fer2013_weight: float = 0.7  # in mixed mode
+    keep_test_duplicates: bool = False
+    epochs: int = 80
+    batch_size: int = 64
+    lr: float = 2e-3
+    warmup_epochs: int = 2
+    class_weight_power: float = 0.0  # 0: none, 1: fully balanced
+    patience: int = 12
+    seed: int | None = 1234
+    limit_train: int = 0  # >0: subsample training (quick mode)
+    limit_eval: int = 0
+    augment: bool = True
+    augment_strength: float = 0.6  # scales every AugmentConfig range and probability
+    dropout: float = 0.3  # before the dense head
+    l2: float = 5e-5  # conv kernel L2
