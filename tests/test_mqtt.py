@@ -270,8 +270,10 @@ def test_spool_survives_publisher_crash(tmp_path, publishers):
     broker.start()
     try:
         sub = Subscriber(broker)
-        pub = new_pub(publishers, make_cfg(broker, tmp_path))
+        # not started yet: a started publisher may already have drained part of the spool
+        pub = new_pub(publishers, make_cfg(broker, tmp_path), start=False)
         assert pub.stats()["spool_depth"] == 10
+        pub.start()
         assert pub.wait_connected(5) and pub.flush(5), pub.stats()
         topic = pub.topic("events")
         assert sub.wait_for(lambda s: len(s.payloads(topic)) >= 10, 5)
@@ -327,6 +329,9 @@ def test_spool_full_drops_oldest_and_survives_restart(tmp_path, publishers, capl
     sent = [make_event(i) for i in range(12)]
     for ev in sent:
         pub.publish_event(ev)
+    deadline = time.monotonic() + 5  # the first connect attempt runs in paho's thread
+    while not pub.stats()["last_error"] and time.monotonic() < deadline:
+        time.sleep(0.05)
     st = pub.stats()
     assert st["spool_depth"] == 5 and st["spool_dropped"] == 7 and not st["connected"]
     assert "ConnectionRefusedError" in st["last_error"] or "refused" in st["last_error"].lower()
