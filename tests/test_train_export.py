@@ -1,6 +1,7 @@
 """The training and export pipelines end to end on generated data (tiny net, seconds)."""
 
 import json
+import shutil
 
 import pytest
 from fer_fixtures import make_fer_files
@@ -53,6 +54,24 @@ def test_training_resumes_from_checkpoint(trained_run):
     assert train_cli.main(args) == 0
     state = json.loads((out / "state.json").read_text())
     assert state["epoch"] == 2 and len(state["history"]) == 2
+
+
+def test_swa_epochs_continue_a_finished_run(trained_run, tmp_path):
+    root, out = trained_run
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    args = ["fit", "--quick", "--data", str(root), "--out", str(run), "--swa-epochs", "2"]
+    assert train_cli.main(args) == 0
+    state = json.loads((run / "state.json").read_text())
+    assert [h["epoch"] for h in state["history"]] == [1, 2, 3, 4]
+    assert len((run / "history.csv").read_text().splitlines()) == 1 + 4  # header + 4 epochs
+    m = json.loads((run / "metrics.json").read_text())
+    swa = m["swa"]
+    assert swa["snapshots"] == 2 and 0.0 <= swa["val_accuracy"] <= 1.0
+    assert swa["selected"] == (swa["val_accuracy"] >= swa["best_single_val_accuracy"])
+    # finished: running it again trains nothing and takes no new snapshot
+    assert train_cli.main(args) == 0
+    assert json.loads((run / "metrics.json").read_text())["swa"]["snapshots"] == 2
 
 
 def test_export_quick_produces_verified_int8_model(trained_run, tmp_path):

@@ -95,6 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     f.add_argument("--l2", type=float, default=defaults.l2, help="L2 weight of the conv kernels")
     f.add_argument(
+        "--swa-epochs",
+        type=int,
+        default=defaults.swa_epochs,
+        help="epochs of stochastic weight averaging after the main schedule (0: none)",
+    )
+    f.add_argument(
+        "--swa-lr",
+        type=float,
+        default=defaults.swa_lr,
+        help="learning rate at the start of each SWA epoch (cosine down to 1/30 of it)",
+    )
+    f.add_argument(
         "--quick",
         action="store_true",
         help="pipeline check in about a minute: tiny net, 2000 rows, 2 epochs",
@@ -150,6 +162,8 @@ def _fit(args) -> int:
         augment_strength=args.augment_strength,
         dropout=args.dropout,
         l2=args.l2,
+        swa_epochs=args.swa_epochs,
+        swa_lr=args.swa_lr,
     )
     if args.quick:
         for k, v in QUICK.items():

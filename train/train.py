@@ -30,6 +30,7 @@ from emotion_edge_train.evaluate import (
     write_json,
 )
 from emotion_edge_train.model import build_model
+from emotion_edge_train.swa import EpochCosineLR, WeightAverager, averaged_model
 from emotion_edge_train.tf_env import keras, tf
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,8 @@ def train(cfg: TrainConfig) -> dict:
     if last.is_file() and state_file.is_file():
         state = json.loads(state_file.read_text())
         initial_epoch, best, history = state["epoch"], state["best_val_accuracy"], state["history"]
-        model = keras.models.load_model(last)
+        # past the main schedule the optimizer is rebuilt for SWA (its schedule is not a builtin)
+        model = keras.models.load_model(last, compile=initial_epoch < cfg.epochs)
         log.info("resumed from %s at epoch %d (best PublicTest %.4f)", last, initial_epoch, best)
     else:
         model = build_model(cfg.arch, len(labels), cfg.width, cfg.dropout, cfg.l2)
@@ -152,12 +154,7 @@ def train(cfg: TrainConfig) -> dict:
             warmup_target=cfg.lr,
             warmup_steps=warmup,
         )
-        model.compile(
-            optimizer=keras.optimizers.Adam(schedule),
-            loss=keras.losses.CategoricalCrossentropy(),
-            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-            weighted_metrics=[],
-        )
+        compile_model(model, schedule)
     log.info("model %s: %d parameters", model.name, model.count_params())
 
     epoch_state = EpochState(out, best)
@@ -176,6 +173,7 @@ def train(cfg: TrainConfig) -> dict:
         ),
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=initial_epoch > 0),
     ]
+    verbose = 1 if sys.stdout.isatty() else 2
     if initial_epoch < cfg.epochs:
         model.fit(
             train_ds,
@@ -183,8 +181,12 @@ def train(cfg: TrainConfig) -> dict:
             epochs=cfg.epochs,
             initial_epoch=initial_epoch,
             callbacks=callbacks,
-            verbose=1 if sys.stdout.isatty() else 2,
+            verbose=verbose,
         )
+        initial_epoch = epoch_state.history[-1]["epoch"] if epoch_state.history else cfg.epochs
+    swa_report = None
+    if cfg.swa_epochs > 0:
+        swa_report = run_swa(model, train_ds, val_ds, cfg, out, callbacks, initial_epoch, verbose)
     train_seconds = time.time() - started
 
     # Evaluation of the selected (best PublicTest) model
@@ -206,7 +208,12 @@ def train(cfg: TrainConfig) -> dict:
             if epoch_state.history
             else None,
             "wall_seconds_this_invocation": round(train_seconds, 1),
-            "train_seconds_total": round(sum(h.get("seconds", 0) for h in epoch_state.history), 1),
+            "train_seconds_total": round(
+                sum(h.get("seconds", 0) for h in epoch_state.history)
+                + (swa_report or {}).get("seconds", 0),
+                1,
+            ),
+            "swa": swa_report,
             "tensorflow": tf.__version__,
         }
     )
@@ -214,6 +221,67 @@ def train(cfg: TrainConfig) -> dict:
     save_curves_png(epoch_state.history, out / "curves.png")
     log.info("done: %s", summary_line(metrics))
     return metrics
+
+
+def compile_model(model, learning_rate) -> None:
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.CategoricalCrossentropy(),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        weighted_metrics=[],
+    )
+
+
+def run_swa(model, train_ds, val_ds, cfg: TrainConfig, out: Path, callbacks, start_epoch, verbose):
+    """The SWA epochs after the main schedule (see emotion_edge_train.swa); resumable.
+
+    The averaged model replaces best.h5 when its PublicTest accuracy is at least the best
+    single checkpoint's, so selection stays on PublicTest.
+    """
+    steps = int(train_ds.cardinality())
+    compile_model(model, EpochCosineLR(cfg.swa_lr, steps))
+    averager = WeightAverager(out / "swa.npz")
+    end = cfg.epochs + cfg.swa_epochs
+    swa_callbacks = [c for c in callbacks if not isinstance(c, keras.callbacks.EarlyStopping)] + [
+        averager
+    ]
+    for c in swa_callbacks:
+        if isinstance(c, keras.callbacks.CSVLogger):
+            c.append = True  # after the main phase's rows
+    if start_epoch < end:
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=end,
+            initial_epoch=max(start_epoch, cfg.epochs),
+            callbacks=swa_callbacks,
+            verbose=verbose,
+        )
+    averaging_started = time.time()
+    swa = averaged_model(model, averager, train_ds)
+    compile_model(swa, 1e-3)  # only to evaluate
+    swa_acc = float(swa.evaluate(val_ds, verbose=0, return_dict=True)["accuracy"])
+    history = next(c for c in callbacks if isinstance(c, EpochState)).history
+    best_single = max(h.get("val_accuracy", 0.0) for h in history)
+    selected = swa_acc >= best_single
+    log.info(
+        "SWA of %d snapshots: PublicTest %.4f vs best single checkpoint %.4f -> %s",
+        averager.count,
+        swa_acc,
+        best_single,
+        "SWA model selected" if selected else "single checkpoint kept",
+    )
+    if selected:
+        swa.save(out / "best.h5", save_format="h5", include_optimizer=False)
+    return {
+        "snapshots": averager.count,
+        "lr": cfg.swa_lr,
+        "val_accuracy": round(swa_acc, 4),
+        "best_single_val_accuracy": round(best_single, 4),
+        "selected": selected,
+        # BN recomputation and the SWA evaluation; the SWA epochs are in the history
+        "seconds": round(time.time() - averaging_started, 1),
+    }
 
 
 def evaluate_model(model, ds: FerDataset, labels: tuple[str, ...], out: Path) -> dict:
