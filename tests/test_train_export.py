@@ -68,6 +68,7 @@ def test_swa_epochs_continue_a_finished_run(trained_run, tmp_path):
     m = json.loads((run / "metrics.json").read_text())
     swa = m["swa"]
     assert swa["snapshots"] == 2 and 0.0 <= swa["val_accuracy"] <= 1.0
+    assert (run / "swa.h5").is_file()
     assert swa["selected"] == (swa["val_accuracy"] >= swa["best_single_val_accuracy"])
     # finished: running it again trains nothing and takes no new snapshot
     assert train_cli.main(args) == 0

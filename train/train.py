@@ -271,6 +271,8 @@ def run_swa(model, train_ds, val_ds, cfg: TrainConfig, out: Path, callbacks, sta
         best_single,
         "SWA model selected" if selected else "single checkpoint kept",
     )
+    # kept either way, so `emotion-edge-train evaluate` can score it on every split
+    swa.save(out / "swa.h5", save_format="h5", include_optimizer=False)
     if selected:
         swa.save(out / "best.h5", save_format="h5", include_optimizer=False)
     return {
