@@ -147,6 +147,11 @@ def _run(args) -> int:
         ds.images[train_rows], y_train, np.ones(len(y_train), np.float32), cfg, training=True
     )
     val_ds = make_dataset(ds.images[val_rows], y_val, np.ones(len(y_val), np.float32), cfg, False)
+    clean_train_ds = None
+    if cfg.bn_recalibrate:  # the float model's recipe did it: QAT does it too
+        clean_train_ds = make_dataset(
+            ds.images[train_rows], y_train, np.ones(len(y_train), np.float32), cfg, False
+        )
     rep = representative_faces(ds.images[ds.split("Training")], ds.labels, args.calibration)
 
     # Float reference (also the source of argmax agreement)
@@ -168,7 +173,7 @@ def _run(args) -> int:
     # QAT: fine-tune with fake quantization, then convert
     steps = -(-len(train_rows) // cfg.batch_size)
     qat_model, qat_history = fine_tune(
-        quantize(float_model), train_ds, val_ds, epochs, args.qat_lr, steps, out
+        quantize(float_model), train_ds, val_ds, epochs, args.qat_lr, steps, out, clean_train_ds
     )
     qat_path = out / "emotion_qat_int8.tflite"
     qat_path.write_bytes(convert_int8(qat_model, rep, n_calibration=args.calibration))

@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from emotion_edge_train.batchnorm import recalibrate_if_better
 from emotion_edge_train.tf_env import keras, tf
 
 log = logging.getLogger(__name__)
@@ -72,8 +73,14 @@ def quantize(model):
     return tfmot.quantization.keras.quantize_model(model)
 
 
-def fine_tune(qat_model, train_ds, val_ds, epochs: int, lr: float, steps: int, out: Path):
-    """Fit the QAT model; returns it with the weights of its best PublicTest epoch."""
+def fine_tune(
+    qat_model, train_ds, val_ds, epochs: int, lr: float, steps: int, out: Path, clean_train_ds=None
+):
+    """Fit the QAT model; returns it with the weights of its best PublicTest epoch.
+
+    With `clean_train_ds`, BatchNorm statistics are then re-measured on it, as training does
+    (emotion_edge_train.batchnorm), and kept only if PublicTest accuracy holds.
+    """
     import tensorflow_model_optimization as tfmot
 
     schedule = keras.optimizers.schedules.CosineDecay(lr, max(1, epochs * steps), alpha=0.05)
@@ -103,9 +110,14 @@ def fine_tune(qat_model, train_ds, val_ds, epochs: int, lr: float, steps: int, o
             verbose=2,
         )
         qat_model.load_weights(best_weights)
+        bn_report = None
+        if clean_train_ds is not None:
+            bn_report = recalibrate_if_better(qat_model, clean_train_ds, val_ds)
+            log.info("QAT BatchNorm statistics re-measured: %s", bn_report)
         qat_model.save(out / "emotion_qat.h5", save_format="h5")
     return qat_model, {
         "before": float(base),
+        "bn_recalibration": bn_report,
         **{k: [float(x) for x in v] for k, v in history.history.items()},
     }
 

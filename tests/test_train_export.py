@@ -42,6 +42,8 @@ def test_training_writes_model_metrics_and_plots(trained_run):
         assert 0.0 <= m[key]["accuracy"] <= 1.0
         assert len(m[key]["confusion_matrix"]) == 7
     assert m["epochs_run"] == 2
+    bn = m["bn_recalibration"]  # on by default, kept only if PublicTest holds
+    assert bn["applied"] == (bn["val_accuracy_after"] >= bn["val_accuracy_before"])
     # the recipe is recorded so QAT (export) reuses the same augmentation
     assert m["config"]["augment_strength"] == 0.5
     assert (m["config"]["dropout"], m["config"]["l2"]) == (0.2, 0.0)
@@ -96,6 +98,8 @@ def test_export_quick_produces_verified_int8_model(trained_run, tmp_path):
     report = json.loads((rep / "report.json").read_text())
     for key in ("float", "ptq_int8", "qat_int8"):
         assert "fer2013_PrivateTest" in report[key]
+    bn = report["qat_int8"]["fine_tune"]["bn_recalibration"]  # the float recipe had it on
+    assert bn["applied"] == (bn["val_accuracy_after"] >= bn["val_accuracy_before"])
     assert report["qat_int8"]["input_dtype"] == "int8"
     assert report["qat_int8"]["output_dtype"] == "int8"
     meta = load_metadata(inst / "emotion_int8.tflite")

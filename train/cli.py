@@ -95,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     f.add_argument("--l2", type=float, default=defaults.l2, help="L2 weight of the conv kernels")
     f.add_argument(
+        "--no-bn-recalibrate",
+        action="store_true",
+        help="keep the BatchNorm moving averages of the selected checkpoint instead of "
+        "re-measuring them on un-augmented Training images (kept only if PublicTest holds)",
+    )
+    f.add_argument(
         "--swa-epochs",
         type=int,
         default=defaults.swa_epochs,
@@ -162,6 +168,7 @@ def _fit(args) -> int:
         augment_strength=args.augment_strength,
         dropout=args.dropout,
         l2=args.l2,
+        bn_recalibrate=not args.no_bn_recalibrate,
         swa_epochs=args.swa_epochs,
         swa_lr=args.swa_lr,
     )

@@ -31,5 +31,6 @@ class TrainConfig:
     augment_strength: float = 0.6  # scales every AugmentConfig range and probability
     dropout: float = 0.3  # before the dense head
     l2: float = 5e-5  # conv kernel L2
+    bn_recalibrate: bool = True  # re-measure BatchNorm statistics on clean Training images
     swa_epochs: int = 0  # >0: that many weight-averaging epochs after the main schedule
     swa_lr: float = 3e-4  # peak of the per-epoch cosine during SWA

@@ -5,7 +5,7 @@ rate that restarts every epoch (cosine from `swa_lr` down to `swa_lr / 30`), and
 at the end of each of these epochs are averaged. The average lies nearer the middle of the
 flat region the snapshots wander around in, which generalises better on noisy labels such as
 FER2013's than any single snapshot (Izmailov et al. 2018). BatchNorm statistics do not average
-linearly, so they are measured afresh for the averaged weights over the training data.
+linearly, so they are measured afresh for the averaged weights (emotion_edge_train.batchnorm).
 
 The running average is saved after every epoch (`swa.npz`), so an interrupted run resumes.
 """
@@ -16,6 +16,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from emotion_edge_train.batchnorm import recompute_batchnorm
 from emotion_edge_train.tf_env import keras, tf
 
 LR_MIN_FRACTION = 1 / 30
@@ -61,26 +62,6 @@ class WeightAverager(keras.callbacks.Callback):
         tmp = self.path.with_name(self.path.name + ".tmp.npz")
         np.savez(tmp, count=self.count, **{f"w{i}": m for i, m in enumerate(self.mean)})
         tmp.replace(self.path)
-
-
-def recompute_batchnorm(model, dataset) -> None:
-    """Set every BatchNorm's moving mean/variance to its average over `dataset`'s batches.
-
-    A momentum of n/(n+1) on batch n turns the moving average into a plain cumulative mean.
-    """
-    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    saved = [bn.momentum for bn in bns]
-    for bn in bns:
-        bn.moving_mean.assign(tf.zeros_like(bn.moving_mean))
-        bn.moving_variance.assign(tf.ones_like(bn.moving_variance))
-    try:
-        for n, batch in enumerate(dataset):
-            for bn in bns:
-                bn.momentum = n / (n + 1)
-            model(batch[0], training=True)
-    finally:
-        for bn, m in zip(bns, saved, strict=True):
-            bn.momentum = m
 
 
 def averaged_model(model, averager: WeightAverager, dataset):

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from emotion_edge.preprocess import INPUT_SCALE, INPUT_SIZE, resolve_labels
 from emotion_edge_train.augment import AugmentConfig, augment_batch
+from emotion_edge_train.batchnorm import accuracy, recalibrate_if_better
 from emotion_edge_train.config import TrainConfig
 from emotion_edge_train.data import FerDataset, find_duplicates, load_fer, make_targets
 from emotion_edge_train.evaluate import (
@@ -133,6 +134,7 @@ def train(cfg: TrainConfig) -> dict:
     )
     train_ds = make_dataset(ds.images[train_rows], y_train, w_train, cfg, training=True)
     val_ds = make_dataset(ds.images[val_rows], y_val, np.ones(len(y_val), np.float32), cfg, False)
+    clean_train_ds = make_dataset(ds.images[train_rows], y_train, w_train, cfg, training=False)
 
     # Model (fresh, or resumed from last.h5)
     state_file, last = out / "state.json", out / "last.h5"
@@ -186,11 +188,17 @@ def train(cfg: TrainConfig) -> dict:
         initial_epoch = epoch_state.history[-1]["epoch"] if epoch_state.history else cfg.epochs
     swa_report = None
     if cfg.swa_epochs > 0:
-        swa_report = run_swa(model, train_ds, val_ds, cfg, out, callbacks, initial_epoch, verbose)
+        swa_report = run_swa(
+            model, train_ds, clean_train_ds, val_ds, cfg, out, callbacks, initial_epoch, verbose
+        )
     train_seconds = time.time() - started
 
     # Evaluation of the selected (best PublicTest) model
     best_model = keras.models.load_model(out / "best.h5", compile=False)
+    bn_report = None
+    if cfg.bn_recalibrate:
+        bn_report = recalibrate_if_better(best_model, clean_train_ds, val_ds)
+        log.info("BatchNorm statistics re-measured on un-augmented Training images: %s", bn_report)
     # ModelCheckpoint keeps the optimizer slots (2x the weights); the float model that ships
     # and that QAT starts from needs only the weights.
     best_model.save(out / "best.h5", save_format="h5", include_optimizer=False)
@@ -210,10 +218,12 @@ def train(cfg: TrainConfig) -> dict:
             "wall_seconds_this_invocation": round(train_seconds, 1),
             "train_seconds_total": round(
                 sum(h.get("seconds", 0) for h in epoch_state.history)
-                + (swa_report or {}).get("seconds", 0),
+                + (swa_report or {}).get("seconds", 0)
+                + (bn_report or {}).get("seconds", 0),
                 1,
             ),
             "swa": swa_report,
+            "bn_recalibration": bn_report,
             "tensorflow": tf.__version__,
         }
     )
@@ -232,7 +242,17 @@ def compile_model(model, learning_rate) -> None:
     )
 
 
-def run_swa(model, train_ds, val_ds, cfg: TrainConfig, out: Path, callbacks, start_epoch, verbose):
+def run_swa(
+    model,
+    train_ds,
+    clean_train_ds,
+    val_ds,
+    cfg: TrainConfig,
+    out: Path,
+    callbacks,
+    start_epoch,
+    verbose,
+):
     """The SWA epochs after the main schedule (see emotion_edge_train.swa); resumable.
 
     The averaged model replaces best.h5 when its PublicTest accuracy is at least the best
@@ -258,9 +278,8 @@ def run_swa(model, train_ds, val_ds, cfg: TrainConfig, out: Path, callbacks, sta
             verbose=verbose,
         )
     averaging_started = time.time()
-    swa = averaged_model(model, averager, train_ds)
-    compile_model(swa, 1e-3)  # only to evaluate
-    swa_acc = float(swa.evaluate(val_ds, verbose=0, return_dict=True)["accuracy"])
+    swa = averaged_model(model, averager, clean_train_ds)
+    swa_acc = accuracy(swa, val_ds)
     history = next(c for c in callbacks if isinstance(c, EpochState)).history
     best_single = max(h.get("val_accuracy", 0.0) for h in history)
     selected = swa_acc >= best_single
