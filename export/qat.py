@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from emotion_edge_train.batchnorm import recalibrate_if_better
 from emotion_edge_train.tf_env import keras, tf
+from emotion_edge_train.train import compile_model
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +85,7 @@ def fine_tune(
     import tensorflow_model_optimization as tfmot
 
     schedule = keras.optimizers.schedules.CosineDecay(lr, max(1, epochs * steps), alpha=0.05)
-    qat_model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
-        loss=keras.losses.CategoricalCrossentropy(),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-    )
+    compile_model(qat_model, schedule)  # the same loss and metric as float training
     best_weights = out / "qat_best.weights.h5"
     with tfmot.quantization.keras.quantize_scope():
         base = qat_model.evaluate(val_ds, verbose=0, return_dict=True)["accuracy"]
