@@ -91,7 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="scale every augmentation range and probability (flip stays on)",
     )
     f.add_argument(
-        "--dropout", type=float, default=defaults.dropout, help="dropout before the dense head"
+        "--dropout", type=float, default=defaults.dropout, help="dropout before the output layer"
+    )
+    f.add_argument(
+        "--head-units",
+        type=int,
+        default=defaults.head_units,
+        help="vgg head: 0 = global average pooling; N = flatten the last 3x3 map into a "
+        "hidden dense layer of N units",
     )
     f.add_argument("--l2", type=float, default=defaults.l2, help="L2 weight of the conv kernels")
     f.add_argument(
@@ -167,6 +174,7 @@ def _fit(args) -> int:
         augment=not args.no_augment,
         augment_strength=args.augment_strength,
         dropout=args.dropout,
+        head_units=args.head_units,
         l2=args.l2,
         bn_recalibrate=not args.no_bn_recalibrate,
         swa_epochs=args.swa_epochs,

@@ -29,7 +29,8 @@ class TrainConfig:
     limit_eval: int = 0
     augment: bool = True
     augment_strength: float = 0.6  # scales every AugmentConfig range and probability
-    dropout: float = 0.3  # before the dense head
+    dropout: float = 0.3  # before the output layer
+    head_units: int = 0  # >0: flatten + hidden dense layer of that many units (vgg)
     l2: float = 5e-5  # conv kernel L2
     bn_recalibrate: bool = True  # re-measure BatchNorm statistics on clean Training images
     swa_epochs: int = 0  # >0: that many weight-averaging epochs after the main schedule

@@ -25,8 +25,18 @@ def _conv_bn_relu(x, filters: int, name: str, l2: float):
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
-def build_vgg(num_classes: int, width: int = 32, dropout: float = 0.4, l2: float = 1e-4):
-    """Four VGG stages (2 convs each, 48->24->12->6->3), global pooling, dense head.
+def build_vgg(
+    num_classes: int,
+    width: int = 32,
+    dropout: float = 0.4,
+    l2: float = 1e-4,
+    head_units: int = 0,
+):
+    """Four VGG stages (2 convs each, 48->24->12->6->3), then the head.
+
+    head_units=0: global average pooling and one dense layer. head_units=N: the 3x3 map is
+    flattened into a hidden dense layer of N units, so the head knows *where* on the face a
+    feature fired (mouth vs eyes); it adds parameters but under 1 % of the multiply-adds.
 
     width=32: ~1.18 M parameters, ~118 M multiply-adds per face; width=20 (the shipped model):
     ~0.46 M parameters, ~46 M multiply-adds; its int8 file ran 1.8x faster (0.36 vs 0.65 ms).
@@ -39,7 +49,16 @@ def build_vgg(num_classes: int, width: int = 32, dropout: float = 0.4, l2: float
         x = keras.layers.MaxPooling2D(2, name=f"s{stage}_pool")(x)
         if stage >= 3:
             x = keras.layers.Dropout(0.1 * (stage - 2), name=f"s{stage}_drop")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    if head_units:
+        x = keras.layers.Flatten(name="flatten")(x)
+        x = keras.layers.Dense(
+            head_units,
+            name="hidden",
+            kernel_regularizer=keras.regularizers.l2(l2) if l2 else None,
+        )(x)
+        x = keras.layers.ReLU(name="hidden_relu")(x)
+    else:
+        x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     x = keras.layers.Dropout(dropout, name="head_drop")(x)
     x = keras.layers.Dense(num_classes, name="logits")(x)
     outputs = keras.layers.Softmax(name="probs")(x)
@@ -60,10 +79,15 @@ def build_tiny(num_classes: int):
 
 
 def build_model(
-    arch: str, num_classes: int, width: int = 32, dropout: float = 0.4, l2: float = 1e-4
+    arch: str,
+    num_classes: int,
+    width: int = 32,
+    dropout: float = 0.4,
+    l2: float = 1e-4,
+    head_units: int = 0,
 ):
     if arch == "vgg":
-        return build_vgg(num_classes, width=width, dropout=dropout, l2=l2)
+        return build_vgg(num_classes, width=width, dropout=dropout, l2=l2, head_units=head_units)
     if arch == "tiny":
         return build_tiny(num_classes)
     raise ValueError(f"unknown architecture {arch!r}; choose from {ARCHITECTURES}")

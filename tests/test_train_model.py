@@ -1,0 +1,50 @@
+"""The VGG model's two heads: both QAT-quantizable and convertible to a fully int8 file."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow", reason="training needs the [train] extra")
+
+from emotion_edge.litert import make_interpreter  # noqa: E402
+from emotion_edge_export.convert import convert_int8  # noqa: E402
+from emotion_edge_export.qat import check_quantizable, quantize  # noqa: E402
+from emotion_edge_train.model import build_model  # noqa: E402
+
+
+def _params(width: int, head_units: int, classes: int = 7) -> int:
+    convs, c_in = 0, 1
+    for mult in (1, 2, 4, 8):
+        for _ in range(2):
+            c = width * mult
+            convs += 9 * c_in * c + 4 * c  # kernel (no bias) + BatchNorm's 4 vectors
+            c_in = c
+    if head_units:
+        head = (9 * c_in + 1) * head_units + (head_units + 1) * classes
+    else:
+        head = (c_in + 1) * classes
+    return convs + head
+
+
+@pytest.mark.parametrize("head_units", [0, 32])
+def test_vgg_heads_quantize_and_convert_to_int8(head_units):
+    model = build_model("vgg", 7, width=4, dropout=0.3, l2=5e-5, head_units=head_units)
+    assert model.count_params() == _params(4, head_units)
+    names = {layer.name for layer in model.layers}
+    assert ("hidden" in names and "flatten" in names) == bool(head_units)
+    assert ("gap" in names) != bool(head_units)
+    check_quantizable(model)
+    assert quantize(model).count_params() > model.count_params()  # wrapped, with ranges
+
+    faces = np.random.default_rng(0).integers(0, 256, (20, 48, 48), dtype=np.uint8)
+    interp = make_interpreter(model_content=convert_int8(model, faces))
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    assert inp["dtype"] == np.int8 and out["dtype"] == np.int8
+    interp.set_tensor(inp["index"], np.zeros(inp["shape"], np.int8))
+    interp.invoke()
+    assert interp.get_tensor(out["index"]).shape == (1, 7)
+
+
+def test_shipped_recipe_head_sizes():
+    # width 20: the GAP head is the committed model's 460,907 parameters
+    assert _params(20, 0) == 460_907
+    assert build_model("vgg", 7, width=20, head_units=256).count_params() == _params(20, 256)
