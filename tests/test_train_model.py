@@ -1,4 +1,4 @@
-"""The VGG model's two heads: both QAT-quantizable and convertible to a fully int8 file."""
+"""The VGG model's heads and stage layouts: QAT-quantizable and convertible to a fully int8 file."""
 
 import numpy as np
 import pytest
@@ -11,11 +11,10 @@ from emotion_edge_export.qat import check_quantizable, quantize  # noqa: E402
 from emotion_edge_train.model import build_model  # noqa: E402
 
 
-def _params(width: int, head_units: int, classes: int = 7) -> int:
+def _params(width: int, head_units: int, classes: int = 7, widths=(), n_convs=(2, 2, 2, 2)) -> int:
     convs, c_in = 0, 1
-    for mult in (1, 2, 4, 8):
-        for _ in range(2):
-            c = width * mult
+    for c, n in zip(widths or [width * m for m in (1, 2, 4, 8)], n_convs, strict=True):
+        for _ in range(n):
             convs += 9 * c_in * c + 4 * c  # kernel (no bias) + BatchNorm's 4 vectors
             c_in = c
     if head_units:
@@ -48,3 +47,50 @@ def test_shipped_recipe_head_sizes():
     # width 20: the GAP head is the committed model's 460,907 parameters
     assert _params(20, 0) == 460_907
     assert build_model("vgg", 7, width=20, head_units=256).count_params() == _params(20, 256)
+
+
+def test_stage_layout_override_converts_to_int8():
+    model = build_model(
+        "vgg",
+        5,
+        width=4,
+        dropout=0.3,
+        l2=5e-5,
+        stage_widths=(3, 6, 10, 16),
+        stage_convs=(1, 2, 1, 3),
+    )
+    assert model.count_params() == _params(0, 0, 5, (3, 6, 10, 16), (1, 2, 1, 3))
+    convs = [layer.name for layer in model.layers if layer.name.endswith("_conv")]
+    assert convs == [
+        "s1a_conv",
+        "s2a_conv",
+        "s2b_conv",
+        "s3a_conv",
+        "s4a_conv",
+        "s4b_conv",
+        "s4c_conv",
+    ]
+    check_quantizable(model)
+    faces = np.random.default_rng(1).integers(0, 256, (10, 48, 48), dtype=np.uint8)
+    interp = make_interpreter(model_content=convert_int8(model, faces))
+    assert interp.get_output_details()[0]["shape"].tolist() == [1, 5]
+
+
+@pytest.mark.parametrize("widths, convs", [((8, 16, 32), ()), ((), (2, 2, 0, 2))])
+def test_stage_layout_rejects_bad_shapes(widths, convs):
+    with pytest.raises(ValueError, match="four positive"):
+        build_model("vgg", 7, stage_widths=widths, stage_convs=convs)
+
+
+def test_cli_parses_stage_layout_and_rejects_bad_lists(capsys):
+    from emotion_edge_train.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["fit", "--stage-widths", "20,40,96,192", "--stage-convs", "1,2,2,2"]
+    )
+    assert args.stage_widths == [20, 40, 96, 192] and args.stage_convs == [1, 2, 2, 2]
+    for bad in ("20,40,96", "20,x,96,192", "20,0,96,192"):
+        with pytest.raises(SystemExit) as exc:
+            build_parser().parse_args(["fit", "--stage-widths", bad])
+        assert exc.value.code == 2
+    assert "four positive integers" in capsys.readouterr().err

@@ -20,6 +20,16 @@ QUICK = {
 }
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers") from None
+    if len(values) != 4 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected four positive integers")
+    return values
+
+
 def build_parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()  # the defaults live in one place: the recipe dataclass
     p = argparse.ArgumentParser(
@@ -44,6 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--arch", default=defaults.arch, choices=["vgg", "tiny"])
     f.add_argument(
         "--width", type=int, default=defaults.width, help="filters of the first vgg stage"
+    )
+    f.add_argument(
+        "--stage-widths",
+        type=_int_list,
+        default=defaults.stage_widths,
+        help="vgg: filters of the four stages, e.g. 20,40,96,192; empty: width x 1,2,4,8",
+    )
+    f.add_argument(
+        "--stage-convs",
+        type=_int_list,
+        default=defaults.stage_convs,
+        help="vgg: 3x3 convs in each of the four stages, e.g. 1,2,2,2; empty: 2 each",
     )
     f.add_argument(
         "--labels",
@@ -175,6 +197,8 @@ def _fit(args) -> int:
         augment_strength=args.augment_strength,
         dropout=args.dropout,
         head_units=args.head_units,
+        stage_widths=args.stage_widths,
+        stage_convs=args.stage_convs,
         l2=args.l2,
         bn_recalibrate=not args.no_bn_recalibrate,
         swa_epochs=args.swa_epochs,

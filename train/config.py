@@ -30,6 +30,8 @@ class TrainConfig:
     augment: bool = True
     augment_strength: float = 0.6  # scales every AugmentConfig range and probability
     dropout: float = 0.3  # before the output layer
+    stage_widths: list[int] = field(default_factory=list)  # vgg: empty = width x 1, 2, 4, 8
+    stage_convs: list[int] = field(default_factory=list)  # vgg: empty = 2 convs per stage
     head_units: int = 0  # >0: flatten + hidden dense layer of that many units (vgg)
     l2: float = 5e-5  # conv kernel L2
     bn_recalibrate: bool = True  # re-measure BatchNorm statistics on clean Training images

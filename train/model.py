@@ -31,8 +31,15 @@ def build_vgg(
     dropout: float = 0.4,
     l2: float = 1e-4,
     head_units: int = 0,
+    stage_widths: tuple[int, ...] = (),
+    stage_convs: tuple[int, ...] = (),
 ):
     """Four VGG stages (2 convs each, 48->24->12->6->3), then the head.
+
+    stage_widths / stage_convs override the filters (default width x 1, 2, 4, 8) and the
+    number of 3x3 convs (default 2) of each of the four stages. A stage's multiply-adds grow
+    with its convs x filters^2 at its resolution, so filters moved from the 48x48 stage to the
+    6x6 stage cost 1/64 as much per unit.
 
     head_units=0: global average pooling and one dense layer. head_units=N: the 3x3 map is
     flattened into a hidden dense layer of N units, so the head knows *where* on the face a
@@ -41,11 +48,17 @@ def build_vgg(
     width=32: ~1.18 M parameters, ~118 M multiply-adds per face; width=20 (the shipped model):
     ~0.46 M parameters, ~46 M multiply-adds; its int8 file ran 1.8x faster (0.36 vs 0.65 ms).
     """
+    widths = tuple(stage_widths) or tuple(width * mult for mult in (1, 2, 4, 8))
+    convs = tuple(stage_convs) or (2, 2, 2, 2)
+    if len(widths) != 4 or len(convs) != 4 or min(widths + convs) < 1:
+        raise ValueError(
+            f"stage_widths {widths} and stage_convs {convs}: need four positive numbers each"
+        )
     inputs = keras.Input((48, 48, 1), name="face")
     x = inputs
-    for stage, mult in enumerate((1, 2, 4, 8), start=1):
-        x = _conv_bn_relu(x, width * mult, f"s{stage}a", l2)
-        x = _conv_bn_relu(x, width * mult, f"s{stage}b", l2)
+    for stage, (filters, n_convs) in enumerate(zip(widths, convs, strict=True), start=1):
+        for i in range(n_convs):
+            x = _conv_bn_relu(x, filters, f"s{stage}{chr(ord('a') + i)}", l2)
         x = keras.layers.MaxPooling2D(2, name=f"s{stage}_pool")(x)
         if stage >= 3:
             x = keras.layers.Dropout(0.1 * (stage - 2), name=f"s{stage}_drop")(x)
@@ -85,9 +98,19 @@ def build_model(
     dropout: float = 0.4,
     l2: float = 1e-4,
     head_units: int = 0,
+    stage_widths: tuple[int, ...] = (),
+    stage_convs: tuple[int, ...] = (),
 ):
     if arch == "vgg":
-        return build_vgg(num_classes, width=width, dropout=dropout, l2=l2, head_units=head_units)
+        return build_vgg(
+            num_classes,
+            width=width,
+            dropout=dropout,
+            l2=l2,
+            head_units=head_units,
+            stage_widths=stage_widths,
+            stage_convs=stage_convs,
+        )
     if arch == "tiny":
         return build_tiny(num_classes)
     raise ValueError(f"unknown architecture {arch!r}; choose from {ARCHITECTURES}")

@@ -146,7 +146,16 @@ def train(cfg: TrainConfig) -> dict:
         model = keras.models.load_model(last, compile=initial_epoch < cfg.epochs)
         log.info("resumed from %s at epoch %d (best PublicTest %.4f)", last, initial_epoch, best)
     else:
-        model = build_model(cfg.arch, len(labels), cfg.width, cfg.dropout, cfg.l2, cfg.head_units)
+        model = build_model(
+            cfg.arch,
+            len(labels),
+            cfg.width,
+            cfg.dropout,
+            cfg.l2,
+            cfg.head_units,
+            tuple(cfg.stage_widths),
+            tuple(cfg.stage_convs),
+        )
         steps = max(1, -(-len(train_rows) // cfg.batch_size))
         warmup = min(cfg.warmup_epochs * steps, max(0, cfg.epochs * steps - 1))
         schedule = keras.optimizers.schedules.CosineDecay(
