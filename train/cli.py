@@ -100,7 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.class_weight_power,
         help="0 no class weighting, 1 fully balanced",
     )
-    f.add_argument("--patience", type=int, default=defaults.patience, help="early stopping, epochs")
+    f.add_argument(
+        "--patience",
+        type=int,
+        default=defaults.patience,
+        help="early stopping: epochs without a better PublicTest, checked only in the second half "
+        "of the schedule",
+    )
     f.add_argument("--seed", type=int, default=defaults.seed, help="-1 for non-deterministic")
     f.add_argument(
         "--limit-train", type=int, default=defaults.limit_train, help="use only N training rows"
