@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from emotion_edge_train.config import TrainConfig
+from emotion_edge_train.config import TrainConfig, check_stage_list
 
 QUICK = {
     "arch": "tiny",
@@ -20,14 +20,15 @@ QUICK = {
 }
 
 
-def _int_list(text: str) -> list[int]:
+def _stage_list(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers") from None
-    if len(values) != 4 or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected four positive integers")
-    return values
+    try:
+        return list(check_stage_list("stage list", values))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,13 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     f.add_argument(
         "--stage-widths",
-        type=_int_list,
+        type=_stage_list,
         default=defaults.stage_widths,
         help="vgg: filters of the four stages, e.g. 20,40,96,192; empty: width x 1,2,4,8",
     )
     f.add_argument(
         "--stage-convs",
-        type=_int_list,
+        type=_stage_list,
         default=defaults.stage_convs,
         help="vgg: 3x3 convs in each of the four stages, e.g. 1,2,2,2; empty: 2 each",
     )

@@ -5,7 +5,15 @@ Kept free of TensorFlow so the CLI can show these defaults in `--help` without i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+
+def check_stage_list(name: str, values: Sequence[int]) -> tuple[int, ...]:
+    """A vgg per-stage setting (--stage-widths, --stage-convs): one positive int per stage."""
+    if len(values) != 4 or min(values) < 1:
+        raise ValueError(f"{name} {list(values)}: expected four positive integers")
+    return tuple(values)
 
 
 @dataclass

@@ -7,6 +7,9 @@ input is pixels / 255 (see emotion_edge.preprocess).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from emotion_edge_train.config import check_stage_list
 from emotion_edge_train.tf_env import keras
 
 ARCHITECTURES = ("vgg", "tiny")
@@ -31,8 +34,8 @@ def build_vgg(
     dropout: float = 0.4,
     l2: float = 1e-4,
     head_units: int = 0,
-    stage_widths: tuple[int, ...] = (),
-    stage_convs: tuple[int, ...] = (),
+    stage_widths: Sequence[int] = (),
+    stage_convs: Sequence[int] = (),
 ):
     """Four VGG stages (2 convs each, 48->24->12->6->3), then the head.
 
@@ -48,12 +51,8 @@ def build_vgg(
     width=32: ~1.18 M parameters, ~118 M multiply-adds per face; width=20 (the shipped model):
     ~0.46 M parameters, ~46 M multiply-adds; its int8 file ran 1.8x faster (0.36 vs 0.65 ms).
     """
-    widths = tuple(stage_widths) or tuple(width * mult for mult in (1, 2, 4, 8))
-    convs = tuple(stage_convs) or (2, 2, 2, 2)
-    if len(widths) != 4 or len(convs) != 4 or min(widths + convs) < 1:
-        raise ValueError(
-            f"stage_widths {widths} and stage_convs {convs}: need four positive numbers each"
-        )
+    widths = check_stage_list("stage_widths", stage_widths or [width * m for m in (1, 2, 4, 8)])
+    convs = check_stage_list("stage_convs", stage_convs or (2, 2, 2, 2))
     inputs = keras.Input((48, 48, 1), name="face")
     x = inputs
     for stage, (filters, n_convs) in enumerate(zip(widths, convs, strict=True), start=1):
@@ -98,8 +97,8 @@ def build_model(
     dropout: float = 0.4,
     l2: float = 1e-4,
     head_units: int = 0,
-    stage_widths: tuple[int, ...] = (),
-    stage_convs: tuple[int, ...] = (),
+    stage_widths: Sequence[int] = (),
+    stage_convs: Sequence[int] = (),
 ):
     if arch == "vgg":
         return build_vgg(

@@ -153,8 +153,8 @@ def train(cfg: TrainConfig) -> dict:
             cfg.dropout,
             cfg.l2,
             cfg.head_units,
-            tuple(cfg.stage_widths),
-            tuple(cfg.stage_convs),
+            cfg.stage_widths,
+            cfg.stage_convs,
         )
         steps = max(1, -(-len(train_rows) // cfg.batch_size))
         warmup = min(cfg.warmup_epochs * steps, max(0, cfg.epochs * steps - 1))
