@@ -30,6 +30,15 @@ def test_load_csv_gz_with_ferplus_and_cache(fer_dir, tmp_path):
     np.testing.assert_array_equal(again.images, ds.images)
 
 
+def test_new_data_in_the_same_place_replaces_its_cache(fer_dir, tmp_path):
+    first = load_fer(fer_dir)
+    make_fer_files(fer_dir, seed=1)  # new content, same paths
+    second = load_fer(fer_dir)
+    assert not np.array_equal(second.images, first.images), "a stale cache was served"
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1, "one cache file per location"
+    np.testing.assert_array_equal(load_fer(fer_dir).images, second.images)
+
+
 def test_plain_csv_and_folder_layout(tmp_path, monkeypatch):
     cv2 = pytest.importorskip("cv2")
     monkeypatch.setenv("EMOTION_EDGE_CACHE", str(tmp_path / "cache"))

@@ -20,8 +20,11 @@ def trained_run(tmp_path_factory):
     out = root / "run"
     args = ["fit", "--quick", "--data", str(root), "--out", str(out), "--epochs", "2"]
     args += ["--augment-strength", "0.5", "--dropout", "0.2", "--l2", "0"]
-    assert train_cli.main(args) == 0
-    return root, out
+    with pytest.MonkeyPatch.context() as mp:
+        # parsed-data cache of this temporary data set: not in the user's ~/.cache
+        mp.setenv("EMOTION_EDGE_CACHE", str(root / "cache"))
+        assert train_cli.main(args) == 0
+        yield root, out
 
 
 def test_training_writes_model_metrics_and_plots(trained_run):

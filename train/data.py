@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 USAGES = ("Training", "PublicTest", "PrivateTest")
 N_PIXELS = INPUT_SIZE * INPUT_SIZE
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 class DataError(ValueError):
@@ -177,20 +177,26 @@ def load_folder_layout(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------- cache + entry point
 
 
-def _cache_path(source: Path, ferplus: Path | None) -> Path:
+def _cache_path(source: Path, ferplus: Path | None) -> tuple[Path, str]:
+    """One cache file per data location, and the key that says whether it is still fresh.
+
+    Naming the file after the location only (not its size and time) means new data in the
+    same place overwrites its cache instead of leaving another 85 MB file behind.
+    """
+    location = f"{source.resolve()}|{ferplus.resolve() if ferplus is not None else None}"
     stat = source.stat()
-    key = f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{ferplus}|v{CACHE_VERSION}"
+    key = f"{location}|{stat.st_size}|{stat.st_mtime_ns}|v{CACHE_VERSION}"
     if ferplus is not None:
         fs = ferplus.stat()
         key += f"|{fs.st_size}|{fs.st_mtime_ns}"
-    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
+    digest = hashlib.sha1(location.encode()).hexdigest()[:12]
     name = f"{source.name.split('.')[0]}-{digest}.npz"
     # Never beside the source: data folders are often shared and read-only (root ignores that).
     cache_root = Path(
         os.environ.get("EMOTION_EDGE_CACHE")
         or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "emotion-edge"
     )
-    return cache_root / name
+    return cache_root / name, key
 
 
 def find_ferplus(source: Path) -> Path | None:
@@ -217,12 +223,14 @@ def load_fer(
     if fp is not None and not fp.is_file():
         raise DataError(f"{fp}: FER+ votes file not found")
 
-    cache_file = _cache_path(src, fp) if cache else None
+    cache_file, cache_key = _cache_path(src, fp) if cache else (None, "")
     if cache_file is not None and cache_file.is_file():
         with np.load(cache_file) as z:
-            votes = z["ferplus_votes"] if "ferplus_votes" in z.files else None
-            log.info("loaded cached arrays %s", cache_file)
-            return FerDataset(z["images"], z["labels"], z["usage"], votes, str(src))
+            if "cache_key" in z.files and str(z["cache_key"]) == cache_key:
+                votes = z["ferplus_votes"] if "ferplus_votes" in z.files else None
+                log.info("loaded cached arrays %s", cache_file)
+                return FerDataset(z["images"], z["labels"], z["usage"], votes, str(src))
+        log.info("cache %s is stale (the data changed): parsing again", cache_file)
 
     if src.is_dir():
         images, labels, usage = load_folder_layout(src)
@@ -236,7 +244,7 @@ def load_fer(
     if cache_file is not None:
         try:
             cache_file.parent.mkdir(parents=True, exist_ok=True)
-            arrays = {"images": images, "labels": labels, "usage": usage}
+            arrays = {"images": images, "labels": labels, "usage": usage, "cache_key": cache_key}
             if votes is not None:
                 arrays["ferplus_votes"] = votes
             tmp = cache_file.with_suffix(".tmp.npz")
