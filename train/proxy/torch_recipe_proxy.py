@@ -55,7 +55,8 @@ imgs, off = [], 0
 for n in meta["lens"]:
     m = cv2.imdecode(raw[off : off + n], cv2.IMREAD_GRAYSCALE)
     off += n
-    imgs.append(m.reshape(20, 48, 50, 48).transpose(0, 2, 1, 3).reshape(1000, 48, 48))
+    rows, cols = m.shape[0] // 48, m.shape[1] // 48  # the mosaic layout of pack_fer.py
+    imgs.append(m.reshape(rows, 48, cols, 48).transpose(0, 2, 1, 3).reshape(-1, 48, 48))
 ntr, nva, nte = (int(v) for v in meta["n"])
 allx = torch.from_numpy(np.concatenate(imgs)[: ntr + nva + nte]).to(dev)
 xtr, xva, xte = allx[:ntr], allx[ntr : ntr + nva], allx[ntr + nva :]
@@ -96,6 +97,9 @@ dense_w = glorot((K, C, NC), C, NC)
 dense_b = torch.zeros(K, NC, device=dev, requires_grad=True)
 params += [dense_w, dense_b]
 stage_drop = [0.0, 0.0, 0.1, 0.2]
+# per-model rates as tensors once, not rebuilt from Python lists on every forward pass
+stage_drop_k = [torch.full((K,), rate, device=dev) for rate in stage_drop]
+drop_k = col("drop")
 
 
 def dropout(x, p_k, train):
@@ -121,10 +125,10 @@ def forward(x, train, bn_momentum=0.1, drop_off=False):
             j += 1
         h = F.max_pool2d(h, 2)
         if stage_drop[s] and not drop_off:
-            h = dropout(h, torch.full((K,), stage_drop[s], device=dev), train)
+            h = dropout(h, stage_drop_k[s], train)
     h = h.mean((2, 3))  # [B, K*C]
     if not drop_off:
-        h = dropout(h, col("drop"), train)
+        h = dropout(h, drop_k, train)
     h = h.view(-1, K, C)
     return torch.einsum("bkc,kcn->bkn", h, dense_w) + dense_b
 
@@ -230,7 +234,7 @@ def accuracy(x, y):
 
 
 def snapshot():
-    return [t.detach().clone() for t in params] + [t.clone() for bn in bns for t in bn[2:]]
+    return [t.detach().clone() for t in tensors()]
 
 
 def tensors():
