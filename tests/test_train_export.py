@@ -61,6 +61,24 @@ def test_training_resumes_from_checkpoint(trained_run):
     assert state["epoch"] == 2 and len(state["history"]) == 2
 
 
+def test_sgd_optimizer_is_trained_with_and_kept_for_resuming(trained_run, tmp_path):
+    from emotion_edge_train.tf_env import keras
+    from emotion_edge_train.train import make_optimizer
+
+    root, _ = trained_run
+    run = tmp_path / "sgd"
+    args = ["fit", "--quick", "--data", str(root), "--out", str(run)]
+    assert train_cli.main([*args, "--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.8"]) == 0
+    m = json.loads((run / "metrics.json").read_text())
+    assert (m["config"]["optimizer"], m["config"]["momentum"]) == ("sgd", 0.8)
+    # resuming restores the optimizer from last.h5, not from the command line's default
+    opt = keras.models.load_model(run / "last.h5").optimizer
+    assert isinstance(opt, keras.optimizers.SGD) and opt.nesterov
+    assert abs(float(opt.momentum) - 0.8) < 1e-6
+    with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
+        make_optimizer(1e-3, "rmsprop")
+
+
 def test_swa_epochs_continue_a_finished_run(trained_run, tmp_path):
     root, out = trained_run
     run = tmp_path / "run"

@@ -96,6 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--lr", type=float, default=defaults.lr, help="peak learning rate (cosine decay)"
     )
     f.add_argument(
+        "--optimizer",
+        default=defaults.optimizer,
+        choices=["adam", "sgd"],
+        help="sgd: SGD with Nesterov momentum (give it a larger --lr, e.g. 0.05)",
+    )
+    f.add_argument(
+        "--momentum", type=float, default=defaults.momentum, help="momentum of --optimizer sgd"
+    )
+    f.add_argument(
         "--class-weight-power",
         type=float,
         default=defaults.class_weight_power,
@@ -196,6 +205,8 @@ def _fit(args) -> int:
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
+        optimizer=args.optimizer,
+        momentum=args.momentum,
         class_weight_power=args.class_weight_power,
         patience=args.patience,
         seed=None if args.seed < 0 else args.seed,

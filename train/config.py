@@ -28,6 +28,8 @@ class TrainConfig:
     keep_test_duplicates: bool = False
     epochs: int = 80
     batch_size: int = 64
+    optimizer: str = "adam"  # adam | sgd (Nesterov momentum)
+    momentum: float = 0.9  # sgd only
     lr: float = 2e-3
     warmup_epochs: int = 2
     class_weight_power: float = 0.0  # 0: none, 1: fully balanced

@@ -165,7 +165,7 @@ def train(cfg: TrainConfig) -> dict:
             warmup_target=cfg.lr,
             warmup_steps=warmup,
         )
-        compile_model(model, schedule)
+        compile_model(model, schedule, cfg.optimizer, cfg.momentum)
     log.info("model %s: %d parameters", model.name, model.count_params())
 
     epoch_state = EpochState(out, best)
@@ -248,9 +248,17 @@ def train(cfg: TrainConfig) -> dict:
     return metrics
 
 
-def compile_model(model, learning_rate) -> None:
+def make_optimizer(learning_rate, optimizer: str = "adam", momentum: float = 0.9):
+    if optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate)
+    if optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=True)
+    raise ValueError(f"unknown optimizer {optimizer!r}; choose adam or sgd")
+
+
+def compile_model(model, learning_rate, optimizer: str = "adam", momentum: float = 0.9) -> None:
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=make_optimizer(learning_rate, optimizer, momentum),
         loss=keras.losses.CategoricalCrossentropy(),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         weighted_metrics=[],
@@ -274,7 +282,7 @@ def run_swa(
     single checkpoint's, so selection stays on PublicTest.
     """
     steps = int(train_ds.cardinality())
-    compile_model(model, EpochCosineLR(cfg.swa_lr, steps))
+    compile_model(model, EpochCosineLR(cfg.swa_lr, steps), cfg.optimizer, cfg.momentum)
     averager = WeightAverager(out / "swa.npz")
     end = cfg.epochs + cfg.swa_epochs
     swa_callbacks = [c for c in callbacks if not isinstance(c, keras.callbacks.EarlyStopping)] + [
