@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from emotion_edge_train.config import TrainConfig, check_stage_list
+from emotion_edge_train.config import OPTIMIZERS, TrainConfig, check_stage_list
 
 QUICK = {
     "arch": "tiny",
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument(
         "--optimizer",
         default=defaults.optimizer,
-        choices=["adam", "sgd"],
+        choices=OPTIMIZERS,
         help="sgd: SGD with Nesterov momentum (give it a larger --lr, e.g. 0.05)",
     )
     f.add_argument(

@@ -16,6 +16,9 @@ def check_stage_list(name: str, values: Sequence[int]) -> tuple[int, ...]:
     return tuple(values)
 
 
+OPTIMIZERS = ("adam", "sgd")  # sgd: with Nesterov momentum
+
+
 @dataclass
 class TrainConfig:
     data: str = "../shared/data"
@@ -28,7 +31,7 @@ class TrainConfig:
     keep_test_duplicates: bool = False
     epochs: int = 80
     batch_size: int = 64
-    optimizer: str = "adam"  # adam | sgd (Nesterov momentum)
+    optimizer: str = "adam"  # one of OPTIMIZERS
     momentum: float = 0.9  # sgd only
     lr: float = 2e-3
     warmup_epochs: int = 2

@@ -21,7 +21,7 @@ import numpy as np
 from emotion_edge.preprocess import INPUT_SCALE, INPUT_SIZE, resolve_labels
 from emotion_edge_train.augment import AugmentConfig, augment_batch
 from emotion_edge_train.batchnorm import accuracy, recalibrate_if_better
-from emotion_edge_train.config import TrainConfig
+from emotion_edge_train.config import OPTIMIZERS, TrainConfig
 from emotion_edge_train.data import FerDataset, find_duplicates, load_fer, make_targets
 from emotion_edge_train.evaluate import (
     evaluate,
@@ -253,7 +253,7 @@ def make_optimizer(learning_rate, optimizer: str = "adam", momentum: float = 0.9
         return keras.optimizers.Adam(learning_rate)
     if optimizer == "sgd":
         return keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=True)
-    raise ValueError(f"unknown optimizer {optimizer!r}; choose adam or sgd")
+    raise ValueError(f"unknown optimizer {optimizer!r}; choose from {OPTIMIZERS}")
 
 
 def compile_model(model, learning_rate, optimizer: str = "adam", momentum: float = 0.9) -> None:
