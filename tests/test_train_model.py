@@ -94,3 +94,19 @@ def test_cli_parses_stage_layout_and_rejects_bad_lists(capsys):
             build_parser().parse_args(["fit", "--stage-widths", bad])
         assert exc.value.code == 2
     assert "four positive integers" in capsys.readouterr().err
+
+
+def test_arch_latency_parses_variants_and_times_them_in_litert():
+    from benchmarks.arch_latency import measure, parse_variant
+
+    assert parse_variant("width=28 convs=1,1,2,2 head=64") == {
+        "width": 28,
+        "stage_convs": [1, 1, 2, 2],
+        "head_units": 64,
+    }
+    with pytest.raises(ValueError, match="depth"):
+        parse_variant("width=20 depth=3")
+    rows = measure(["width=8", "width=16 convs=1,1,2,2"], threads=1, runs=30)
+    assert [r["variant"] for r in rows] == ["width=8", "width=16 convs=1,1,2,2"]
+    assert rows[0]["ratio"] == 1.0 and rows[1]["median_ms"] > 0
+    assert rows[1]["parameters"] > rows[0]["parameters"]
