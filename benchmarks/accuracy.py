@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 from emotion_edge.preprocess import FER2013_LABELS
+from emotion_edge_train.evaluate import SPLITS
 
 from benchmarks.common import REPO, log
 
 GATE_TOLERANCE_POINTS = 0.5
 TRAINING_SUBSET = 3000
-SPLIT_KEYS = ("fer2013_PublicTest", "fer2013_PrivateTest", "ferplus_test")
 
 
 def committed_privatetest(
@@ -58,7 +58,7 @@ def gate(measured: float, committed: float, tolerance_points: float = GATE_TOLER
 def _compact(report: dict) -> dict:
     """Accuracy, macro-F1 and per-class figures; the confusion matrix is kept for the record."""
     out = {}
-    for k in SPLIT_KEYS:
+    for k in SPLITS:
         if k in report:
             out[k] = {
                 key: report[k][key]
@@ -90,7 +90,7 @@ def evaluate_model(name: str, predict, ds, labels) -> dict:
         f"accuracy {name}: "
         + " ".join(
             f"{k.replace('fer2013_', '')}={100 * res[k]['accuracy']:.2f}%"
-            for k in SPLIT_KEYS
+            for k in SPLITS
             if k in res
         )
     )

@@ -50,7 +50,6 @@ def measure(variants: list[str], threads: int, runs: int) -> list[dict]:
         model = build_model("vgg", 7, **parse_variant(text))
         tflite = convert_int8(model, faces, n_calibration=len(faces))
         interp = make_interpreter(model_content=tflite, num_threads=threads)
-        interp.allocate_tensors()
         inp = interp.get_input_details()[0]
         interp.set_tensor(inp["index"], np.zeros(inp["shape"], np.int8))
         invokes[text] = interp.invoke

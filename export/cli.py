@@ -207,6 +207,7 @@ def _run(args) -> int:
 
 def _install(model_path: Path, dest: Path, labels, report: dict, train_metrics: dict, tq) -> None:
     from emotion_edge.model_meta import write_metadata
+    from emotion_edge_train.evaluate import SPLITS
 
     dest.mkdir(parents=True, exist_ok=True)
     target = dest / "emotion_int8.tflite"
@@ -216,7 +217,7 @@ def _install(model_path: Path, dest: Path, labels, report: dict, train_metrics: 
     acc = lambda r, k: r[k]["accuracy"] if k in r else None  # noqa: E731
     metrics = {
         split: {"int8": acc(chosen, split), "float": acc(report["float"], split)}
-        for split in ("fer2013_PublicTest", "fer2013_PrivateTest", "ferplus_test")
+        for split in SPLITS
     }
     extra = {
         "quantization": report["chosen"],

@@ -15,6 +15,8 @@ from emotion_edge.preprocess import FER2013_LABELS
 from emotion_edge_train.data import FerDataset, ferplus_majority
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
+# the result keys of evaluate(); ferplus_test only when the FER+ votes are loaded
+SPLITS = ("fer2013_PublicTest", "fer2013_PrivateTest", "ferplus_test")
 
 
 def predict_batched(predict: PredictFn, images: np.ndarray, batch: int = 512) -> np.ndarray:

@@ -18,12 +18,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from emotion_edge.preprocess import INPUT_SCALE, INPUT_SIZE, resolve_labels
+from emotion_edge.preprocess import INPUT_SCALE, INPUT_SIZE, resolve_labels, to_float_input
 from emotion_edge_train.augment import AugmentConfig, augment_batch
 from emotion_edge_train.batchnorm import accuracy, recalibrate_if_better
 from emotion_edge_train.config import OPTIMIZERS, TrainConfig
 from emotion_edge_train.data import FerDataset, find_duplicates, load_fer, make_targets
 from emotion_edge_train.evaluate import (
+    SPLITS,
     evaluate,
     save_confusion_png,
     save_curves_png,
@@ -330,11 +331,10 @@ def run_swa(
 
 def evaluate_model(model, ds: FerDataset, labels: tuple[str, ...], out: Path) -> dict:
     def predict(images: np.ndarray) -> np.ndarray:
-        x = images.reshape(-1, INPUT_SIZE, INPUT_SIZE, 1).astype(np.float32) * INPUT_SCALE
-        return model(x, training=False).numpy()
+        return model(to_float_input(images), training=False).numpy()
 
     metrics = evaluate(predict, ds, labels)
-    for key in ("fer2013_PublicTest", "fer2013_PrivateTest", "ferplus_test"):
+    for key in SPLITS:
         if key in metrics:
             save_confusion_png(metrics[key], labels, out / f"confusion_{key}.png", key)
     return metrics

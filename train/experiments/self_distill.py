@@ -18,19 +18,19 @@ import time
 from pathlib import Path
 
 import numpy as np
-from emotion_edge.preprocess import INPUT_SCALE, INPUT_SIZE, resolve_labels
+from emotion_edge.preprocess import resolve_labels, to_float_input
 from emotion_edge_train.batchnorm import accuracy, recalibrate_if_better
 from emotion_edge_train.config import TrainConfig
 from emotion_edge_train.data import load_fer
+from emotion_edge_train.evaluate import SPLITS
 from emotion_edge_train.tf_env import keras
 from emotion_edge_train.train import compile_model, evaluate_model, make_dataset, prepare_rows
 
 log = logging.getLogger("self_distill")
-SPLITS = ("fer2013_PublicTest", "fer2013_PrivateTest", "ferplus_test")
 
 
 def flip_averaged(model, images: np.ndarray) -> np.ndarray:
-    x = images.reshape(-1, INPUT_SIZE, INPUT_SIZE, 1).astype(np.float32) * INPUT_SCALE
+    x = to_float_input(images)
     p = model.predict(x, batch_size=256, verbose=0)
     return 0.5 * (p + model.predict(x[:, :, ::-1], batch_size=256, verbose=0))
 
