@@ -35,6 +35,11 @@ def parse_variant(text: str) -> dict[str, str]:
     return variant
 
 
+def describe(variant: dict[str, str]) -> str:
+    """The inverse of parse_variant: how a variant is passed to the child and printed."""
+    return " ".join(f"{k}={v}" for k, v in variant.items())
+
+
 def time_one(variant: dict[str, str], steps: int) -> float:
     """Runs in a fresh process: seconds per TRAIN_ROWS images."""
     from emotion_edge_train.tf_env import keras  # ONEDNN_MAX_CPU_ISA is read here
@@ -42,6 +47,7 @@ def time_one(variant: dict[str, str], steps: int) -> float:
     if variant["bf16"] == "1":
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     import numpy as np
+    from emotion_edge.preprocess import FER2013_LABELS, INPUT_SIZE
     from emotion_edge_train.config import TrainConfig
     from emotion_edge_train.model import build_model
     from emotion_edge_train.train import make_dataset, make_optimizer
@@ -49,10 +55,11 @@ def time_one(variant: dict[str, str], steps: int) -> float:
     cfg = TrainConfig(batch_size=int(variant["batch"]))
     n = cfg.batch_size * steps
     rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (n, 48 * 48), dtype=np.uint8)
-    targets = np.eye(7, dtype=np.float32)[rng.integers(0, 7, n)]
+    classes = len(FER2013_LABELS)
+    images = rng.integers(0, 256, (n, INPUT_SIZE * INPUT_SIZE), dtype=np.uint8)
+    targets = np.eye(classes, dtype=np.float32)[rng.integers(0, classes, n)]
     ds = make_dataset(images, targets, np.ones(n, np.float32), cfg, training=True)
-    model = build_model("vgg", 7, cfg.width, cfg.dropout, cfg.l2)
+    model = build_model("vgg", classes, cfg.width, cfg.dropout, cfg.l2)
     model.compile(
         optimizer=make_optimizer(cfg.lr),
         loss="categorical_crossentropy",
@@ -86,17 +93,16 @@ def main() -> None:
     seconds: list[list[float]] = [[] for _ in args.variants]
     for _ in range(args.rounds):
         for i, variant in enumerate(args.variants):
-            spec = " ".join(f"{k}={v}" for k, v in variant.items())
             env = {**os.environ, "ONEDNN_MAX_CPU_ISA": variant["isa"], "TF_CPP_MIN_LOG_LEVEL": "2"}
-            cmd = [sys.executable, __file__, spec, "--steps", str(args.steps), "--child", "1"]
+            cmd = [sys.executable, __file__, describe(variant), "--steps", str(args.steps)]
+            cmd += ["--child", "1"]
             out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
             seconds[i].append(float(out.stdout.strip().splitlines()[-1]))
     base = statistics.median(seconds[0])
     for variant, runs in zip(args.variants, seconds, strict=True):
         med = statistics.median(runs)
-        spec = " ".join(f"{k}={v}" for k, v in variant.items())
         each = ", ".join(f"{s:.1f}" for s in runs)
-        print(f"{spec:45s} {med:6.1f} s/epoch  x{med / base:.2f}  ({each})")
+        print(f"{describe(variant):45s} {med:6.1f} s/epoch  x{med / base:.2f}  ({each})")
 
 
 if __name__ == "__main__":
