@@ -100,7 +100,7 @@ def evaluate_model(name: str, predict, ds, labels) -> dict:
 def run(
     model: Path, data_dir: Path, float_model: Path | None, peer: dict | None, quick: bool
 ) -> dict:
-    from emotion_edge.classifier import EmotionClassifier
+    from emotion_edge.classify.classifier import EmotionClassifier
     from emotion_edge_train.data import load_fer
 
     ds = load_fer(data_dir)

@@ -40,7 +40,7 @@ def parse_variant(text: str) -> dict:
 
 
 def measure(variants: list[str], threads: int, runs: int) -> list[dict]:
-    from emotion_edge.litert import make_interpreter
+    from emotion_edge.classify.litert import make_interpreter
     from emotion_edge_export.convert import convert_int8
     from emotion_edge_train.model import build_model
 

@@ -1,4 +1,4 @@
-"""Face detector quality on hand-labelled photos, scored by emotion_edge.detector_eval.
+"""Face detector quality on hand-labelled photos, scored by emotion_edge.tools.detector_eval.
 
 dlib's example photos with imglab boxes (testing.xml and training.xml; boxes marked ignore='1'
 count neither way, a match is IoU >= 0.3) and dogs.jpg, where the right answer is no face.
@@ -13,8 +13,8 @@ KINDS = ("blazeface", "blazeface_full", "haar")
 
 
 def run(quick: bool = False) -> dict:
-    from emotion_edge.detector import DetectorConfig, make_detector
-    from emotion_edge.detector_eval import count_faces, evaluate, load_dlib_xml
+    from emotion_edge.detect.detector import DetectorConfig, make_detector
+    from emotion_edge.tools.detector_eval import count_faces, evaluate, load_dlib_xml
 
     sets = [n for n in ("testing.xml", "training.xml") if (DLIB / n).is_file()]
     if not sets:

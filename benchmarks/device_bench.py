@@ -48,7 +48,7 @@ def classifier_speed(
     """Per-face latency of our classifier (`EmotionClassifier.predict_faces`: quantize,
     invoke, dequantize) and of the peer (resize to 64x64, scale, invoke), timed interleaved
     in the same process; plus invoke-only figures and our batch throughput."""
-    from emotion_edge.classifier import EmotionClassifier
+    from emotion_edge.classify.classifier import EmotionClassifier
 
     out: dict = {
         "model": str(model),
@@ -130,7 +130,7 @@ def _video_frames(n: int) -> tuple[list[np.ndarray], str]:
 
 def detector_speed(kinds: tuple[str, ...], threads: int, runs: int, n_frames: int = 20) -> dict:
     import cv2
-    from emotion_edge.detector import DetectorConfig, make_detector
+    from emotion_edge.detect.detector import DetectorConfig, make_detector
 
     base, source = _video_frames(n_frames)
     out: dict = {"frames": source, "threads": threads, "results": []}

@@ -97,7 +97,7 @@ class PeerClassifier:
     labels = PEER_LABELS
 
     def __init__(self, path: str | Path, num_threads: int = 1):
-        from emotion_edge.litert import make_interpreter
+        from emotion_edge.classify.litert import make_interpreter
 
         self.interp = make_interpreter(model_path=str(path), num_threads=num_threads)
         self.inp = self.interp.get_input_details()[0]

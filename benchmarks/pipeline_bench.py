@@ -76,7 +76,7 @@ class SyntheticSource:
             self._photo = cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
 
     def read(self):
-        from emotion_edge.frames import Frame
+        from emotion_edge.video.frames import Frame
 
         if self._i >= self.n_frames:
             return None
@@ -130,7 +130,7 @@ def _summarise(name: str, pipeline, wall: float, summary) -> dict:
 
 
 def run_video(model: Path, max_frames: int, adaptive: bool, detector: str = "blazeface") -> dict:
-    from emotion_edge.pipeline import build_pipeline
+    from emotion_edge.app import build_pipeline
 
     cfg = _config(
         model,
@@ -151,10 +151,10 @@ def run_video(model: Path, max_frames: int, adaptive: bool, detector: str = "bla
 
 
 def run_synthetic(model: Path, n_frames: int, faces: bool, detector: str = "blazeface") -> dict:
-    from emotion_edge.capture import Capture
-    from emotion_edge.classifier import load_classifier
-    from emotion_edge.detector import make_detector
+    from emotion_edge.classify.classifier import load_classifier
+    from emotion_edge.detect.detector import make_detector
     from emotion_edge.pipeline import Pipeline
+    from emotion_edge.video.capture import Capture
 
     cfg = _config(
         model,

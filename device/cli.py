@@ -16,11 +16,11 @@ import sys
 from pathlib import Path
 
 from emotion_edge import __version__
+from emotion_edge.config.tables import SOURCE_KINDS
 from emotion_edge.errors import ConfigError, EmotionEdgeError
 
 log = logging.getLogger("emotion_edge")
 
-SOURCE_KINDS = ("demo", "picamera2", "opencv", "video", "images")
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".h264"}
 EXIT_OK, EXIT_UNEXPECTED, EXIT_USER_ERROR = 0, 1, 2
 
@@ -184,7 +184,7 @@ def _hints(cfg) -> None:
 
 
 def run_daemon(cfg, max_frames: int | None, duration: float | None) -> int:
-    from emotion_edge.pipeline import build_pipeline
+    from emotion_edge.app import build_pipeline
     from emotion_edge.systemd_notify import SystemdNotifier
 
     notifier = SystemdNotifier()
@@ -216,7 +216,7 @@ def run_daemon(cfg, max_frames: int | None, duration: float | None) -> int:
         summary.event_counts,
         st.get("fps", 0.0),
     )
-    if getattr(pipeline.output, "broken", False):
+    if pipeline.output.broken:
         # stdout reader gone: keep interpreter shutdown from failing on the final flush
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return EXIT_OK

@@ -6,7 +6,15 @@ class EmotionEdgeError(Exception):
 
 
 class ConfigError(EmotionEdgeError):
-    """A config key is missing, of the wrong type or out of range; the message names the key."""
+    """A config key is missing, of the wrong type or out of range; the message names the key.
+
+    Validation reports every problem of a file at once: `messages` holds one line per problem
+    and `str()` joins them with newlines.
+    """
+
+    def __init__(self, *messages: str):
+        self.messages = [str(m) for m in messages]
+        super().__init__("\n".join(self.messages))
 
 
 class ModelError(EmotionEdgeError):

@@ -19,19 +19,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from emotion_edge import __version__
-from emotion_edge.events import (
-    STATS_SCHEMA,
-    EmotionEvent,
-    EventConfig,
-    EventEngine,
-    FaceObservation,
-    iso_utc,
-    state_payload,
-)
-from emotion_edge.smoothing import EmaSmoother
-from emotion_edge.stats import StageTimes, cpu_temperature_c, load_average, rss_mb
+from emotion_edge.classify.classifier import FaceClassifier
+from emotion_edge.config import AppConfig
+from emotion_edge.detect.detector import FaceDetector
+from emotion_edge.preprocess import square_crop_box
+from emotion_edge.publish.base import Output
+from emotion_edge.stats import BudgetFigures, FrameCounters, StageTimes, stats_payload
 from emotion_edge.systemd_notify import SystemdNotifier
-from emotion_edge.tracker import IouTracker, TrackerConfig
+from emotion_edge.track.events import EmotionEvent, EventEngine, FaceObservation, state_payload
+from emotion_edge.track.smoothing import EmaSmoother
+from emotion_edge.track.tracker import IouTracker
+from emotion_edge.video.capture import FrameFeed
+from emotion_edge.video.frames import Frame
 
 log = logging.getLogger(__name__)
 
@@ -129,11 +128,11 @@ class Pipeline:
 
     def __init__(
         self,
-        cfg,
-        capture,
-        detector,
-        classifier,
-        output,
+        cfg: AppConfig,
+        capture: FrameFeed,
+        detector: FaceDetector,
+        classifier: FaceClassifier,
+        output: Output,
         notifier: SystemdNotifier | None = None,
         clock: Callable[[], float] = time.time,
     ):
@@ -147,22 +146,9 @@ class Pipeline:
         self.device_id = cfg.device.id
         self.model_version = classifier.version
         t = cfg.tracking
-        self.tracker = IouTracker(
-            TrackerConfig(iou_threshold=t.iou_threshold, max_missed=t.max_missed)
-        )
+        self.tracker = IouTracker(t)
         self.smoother = EmaSmoother(t.smoothing_tau_s)
-        self.engine = EventEngine(
-            EventConfig(
-                min_hits=t.min_hits,
-                min_confidence=t.min_confidence,
-                hysteresis=t.hysteresis,
-                min_dwell_s=t.min_dwell_s,
-                top_k=t.top_k,
-            ),
-            classifier.labels,
-            self.device_id,
-            self.model_version,
-        )
+        self.engine = EventEngine(t, classifier.labels, self.device_id, self.model_version)
         p = cfg.pipeline
         self.budget = BudgetController(
             p.budget_ms, p.detect_every_n, p.max_detect_every_n, p.adaptive
@@ -172,12 +158,7 @@ class Pipeline:
         self._since_detect = 10**9  # detect on the first frame
         self._last_index: int | None = None
         self._last_frame_index = -1
-        self.frames_processed = 0
-        self.frames_skipped = 0  # gaps in source frame numbers: frames never processed
-        self.frames_detected = 0
-        self.events_emitted = 0
-        self.event_counts = {"appeared": 0, "changed": 0, "disappeared": 0}
-        self.errors = 0
+        self.counters = FrameCounters()
         self._consecutive_errors = 0
         self._last_error_log = 0.0
         self._started_mono = time.monotonic()
@@ -197,6 +178,10 @@ class Pipeline:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    @property
+    def errors(self) -> int:
+        return self.counters.errors
+
     def run(self, max_frames: int | None = None, duration_s: float | None = None) -> RunSummary:
         p = self.cfg.pipeline
         reason = "stopped"
@@ -213,26 +198,26 @@ class Pipeline:
         log.info(
             "pipeline running: device %s, detector %s, model %s, budget %g ms",
             self.device_id,
-            getattr(self.detector, "name", "?"),
+            self.detector.name,
             self.model_version,
             p.budget_ms,
         )
         try:
             while not self._stop.is_set():
-                if max_frames is not None and self.frames_processed >= max_frames:
+                if max_frames is not None and self.counters.processed >= max_frames:
                     reason = f"max_frames {max_frames} reached"
                     break
                 if duration_s is not None and time.monotonic() - self._started_mono >= duration_s:
                     reason = f"duration {duration_s:g} s reached"
                     break
-                if getattr(self.output, "broken", False):
+                if self.output.broken:
                     reason = "output closed"
                     break
                 t0 = time.monotonic()
                 frame = self.capture.latest(timeout=p.frame_timeout_s)
                 wait_ms = (time.monotonic() - t0) * 1000.0
                 if frame is None:
-                    if getattr(self.capture, "ended", False):
+                    if self.capture.ended:
                         reason = "source ended"
                         break
                     self._periodic(time.monotonic())
@@ -243,13 +228,9 @@ class Pipeline:
                 self._periodic(time.monotonic())
         finally:
             self._shutdown(reason)
+        c = self.counters
         return RunSummary(
-            self.frames_processed,
-            self.frames_skipped,
-            self.events_emitted,
-            dict(self.event_counts),
-            reason,
-            self.last_stats,
+            c.processed, c.skipped, c.events_total, dict(c.events), reason, self.last_stats
         )
 
     def _shutdown(self, reason: str) -> None:
@@ -269,12 +250,12 @@ class Pipeline:
 
     # -- one frame ----------------------------------------------------------------------------
 
-    def _process_safely(self, frame) -> None:
+    def _process_safely(self, frame: Frame) -> None:
         try:
             self.process(frame)
             self._consecutive_errors = 0
         except Exception as exc:
-            self.errors += 1
+            self.counters.errors += 1
             self._consecutive_errors += 1
             now = time.monotonic()
             if now - self._last_error_log > 60:
@@ -285,11 +266,11 @@ class Pipeline:
                     f"{self._consecutive_errors} frames in a row failed; last: {exc}"
                 ) from exc
 
-    def process(self, frame) -> list[EmotionEvent]:
+    def process(self, frame: Frame) -> list[EmotionEvent]:
         """Run every stage on one frame; returns the events it emitted."""
         t_start = time.monotonic()
         if self._last_index is not None and frame.index > self._last_index + 1:
-            self.frames_skipped += frame.index - self._last_index - 1
+            self.counters.skipped += frame.index - self._last_index - 1
         self._last_index = frame.index
         gray = frame.image
         h, w = gray.shape[:2]
@@ -301,7 +282,7 @@ class Pipeline:
             detections = self.detector.detect(gray)
             detect_ms = (time.monotonic() - t0) * 1000.0
             self.times.add("detect", detect_ms)
-            self.frames_detected += 1
+            self.counters.detected += 1
             self._since_detect = 0
         else:
             self._since_detect += 1
@@ -336,8 +317,7 @@ class Pipeline:
             if self.cfg.privacy.allow_snapshots and ev.kind != "disappeared":
                 ev.snapshot_jpeg_b64 = self._snapshot(frame, ev.box)
             self.output.publish_event(ev.to_payload(self.clock()))
-            self.events_emitted += 1
-            self.event_counts[ev.kind] += 1
+            self.counters.events[ev.kind] += 1
         self._last_frame_index = frame.index
         if events:
             self._publish_state()
@@ -347,18 +327,19 @@ class Pipeline:
         total_ms = (t_end - t_start) * 1000.0
         self.times.add("total", total_ms)
         self.times.add("latency", max(0.0, (self.clock() - frame.timestamp) * 1000.0))
-        self.frames_processed += 1
+        self.counters.processed += 1
         self._interval_frames += 1
         self.budget.observe(total_ms, detected, detect_ms)
         return events
 
-    def _snapshot(self, frame, box) -> str | None:
-        """JPEG of the face crop, base64 - only reached with [privacy] allow_snapshots."""
-        import cv2
-        from emotion_edge.preprocess import square_crop_box
+    def _snapshot(self, frame: Frame, box) -> str | None:
+        """JPEG of the face crop, base64 - only reached with [privacy] allow_snapshots.
 
-        img = frame.color if getattr(frame, "color", None) is not None else frame.image
-        x0, y0, x1, y1 = square_crop_box(box, img.shape, 1.25)
+        Cropped with the model's own crop scale, so the snapshot shows what was classified."""
+        import cv2
+
+        img = frame.color if frame.color is not None else frame.image
+        x0, y0, x1, y1 = square_crop_box(box, img.shape, self.classifier.crop_scale)
         hh, ww = img.shape[:2]
         crop = img[max(0, y0) : min(hh, y1), max(0, x0) : min(ww, x1)]
         if crop.size == 0:
@@ -382,7 +363,7 @@ class Pipeline:
                 self._next_stats = now + p.stats_interval_s
                 self._publish_stats(now)
         except Exception:  # noqa: BLE001 - a failed status payload must not stop the loop
-            self.errors += 1
+            self.counters.errors += 1
             if now - self._last_error_log > 60:
                 self._last_error_log = now
                 log.exception("state/stats payload not published")
@@ -400,49 +381,25 @@ class Pipeline:
 
     def stats_payload(self, now: float | None = None, reset: bool = True) -> dict:
         now = time.monotonic() if now is None else now
-        span = max(1e-6, now - self._interval_start)
-        cap = dict(self.capture.stats()) if hasattr(self.capture, "stats") else {}
-        out_stats = self.output.stats()
-        ts = self.clock()
-        payload = {
-            "schema": STATS_SCHEMA,
-            "device_id": self.device_id,
-            "model_version": self.model_version,
-            "software_version": __version__,
-            "timestamp": iso_utc(ts),
-            "ts": round(ts, 3),
-            "uptime_s": round(now - self._started_mono, 3),
-            "interval_s": round(span, 3),
-            "fps": round(self._interval_frames / span, 2),
-            "capture_fps": _num(cap.get("capture_fps")),
-            "budget_ms": self.budget.budget_ms,
-            "detect_every_n": self.budget.n,
-            "detect_every_n_changes": self.budget.changes,
-            "frames": {
-                "processed": self.frames_processed,
-                "skipped": self.frames_skipped,
-                "detected": self.frames_detected,
-                "over_budget": self.budget.over_budget_frames,
-                "errors": self.errors,
-                "read": _int(cap.get("frames_read")),
-                "dropped_stale": _int(cap.get("frames_dropped")),
-            },
-            "stages_ms": self.times.summary(reset=reset),
-            "faces": len(self.engine.state_faces()),
-            "events": dict(self.event_counts),
-            "detector": getattr(self.detector, "name", "unknown"),
-            "source": {
-                "kind": getattr(self.cfg.source, "kind", ""),
-                "reopen_count": _int(cap.get("reopen_count")),
-                "last_error": _str(cap.get("last_error")),
-                "ended": bool(cap.get("ended", False)),
-            },
-            "cpu_temp_c": cpu_temperature_c(),
-            "load_avg_1m": load_average(),
-            "rss_mb": rss_mb(),
-            "output": self.cfg.output.mode,
-            "mqtt": out_stats if self.cfg.output.mode == "mqtt" else None,
-        }
+        b = self.budget
+        payload = stats_payload(
+            device_id=self.device_id,
+            model_version=self.model_version,
+            software_version=__version__,
+            ts=self.clock(),
+            uptime_s=now - self._started_mono,
+            interval_s=now - self._interval_start,
+            interval_frames=self._interval_frames,
+            budget=BudgetFigures(b.budget_ms, b.n, b.changes, b.over_budget_frames),
+            counters=self.counters,
+            stages_ms=self.times.summary(reset=reset),
+            capture=self.capture.stats(),
+            faces=len(self.engine.state_faces()),
+            detector=self.detector.name,
+            source_kind=self.cfg.source.kind,
+            output_mode=self.cfg.output.mode,
+            output_stats=self.output.stats(),
+        )
         if reset:
             self._interval_start = now
             self._interval_frames = 0
@@ -451,52 +408,3 @@ class Pipeline:
     def _publish_stats(self, now: float) -> None:
         self.last_stats = self.stats_payload(now)
         self.output.publish_stats(self.last_stats)
-
-
-def _num(v) -> float | None:
-    return None if v is None else round(float(v), 2)
-
-
-def _int(v) -> int | None:
-    return None if v is None else int(v)
-
-
-def _str(v) -> str | None:
-    return None if v in (None, "") else str(v)
-
-
-# Sources read from files fail for good when the path is wrong: check them before starting, so
-# a typo is an error at start-up. Cameras are only opened by the capture thread, which retries
-# with backoff (a camera that is unplugged now may come back).
-_PROBE_KINDS = ("video", "images", "demo")
-
-
-def build_pipeline(cfg, output=None, notifier: SystemdNotifier | None = None) -> Pipeline:
-    """Load the model, detector, output and capture for a validated AppConfig.
-
-    The order is the order of likely failure: model first (ModelError), then detector, then
-    the source probe (SourceError), so a broken install fails before a camera is touched.
-    """
-    from emotion_edge.capture import Capture
-    from emotion_edge.classifier import load_classifier
-    from emotion_edge.detector import make_detector
-    from emotion_edge.outputs import StdoutOutput
-    from emotion_edge.sources import make_source
-
-    classifier = load_classifier(cfg.classifier)
-    detector = make_detector(cfg.detector)
-    if cfg.source.kind in _PROBE_KINDS:
-        probe = make_source(cfg.source)
-        try:
-            probe.open()
-        finally:
-            probe.close()
-    if output is None:
-        if cfg.output.mode == "mqtt":
-            from emotion_edge.mqtt import MqttPublisher
-
-            output = MqttPublisher(cfg.mqtt, cfg.device.id, classifier.version)
-        else:
-            output = StdoutOutput()
-    capture = Capture(lambda: make_source(cfg.source), cfg.source, realtime=cfg.pipeline.realtime)
-    return Pipeline(cfg, capture, detector, classifier, output, notifier=notifier)

@@ -6,6 +6,7 @@ import os
 import resource
 import sys
 from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -78,3 +79,104 @@ def load_average() -> float | None:
         return round(os.getloadavg()[0], 2)
     except OSError:
         return None
+
+
+@dataclass
+class FrameCounters:
+    """What the pipeline counts, frame by frame (the stats payload's `frames` and `events`)."""
+
+    processed: int = 0
+    skipped: int = 0  # gaps in source frame numbers: frames never processed
+    detected: int = 0
+    errors: int = 0
+    events: dict[str, int] = field(
+        default_factory=lambda: {"appeared": 0, "changed": 0, "disappeared": 0}
+    )
+
+    @property
+    def events_total(self) -> int:
+        return sum(self.events.values())
+
+
+@dataclass
+class BudgetFigures:
+    budget_ms: float
+    detect_every_n: int
+    changes: int
+    over_budget_frames: int
+
+
+def _num(v) -> float | None:
+    return None if v is None else round(float(v), 2)
+
+
+def _int(v) -> int | None:
+    return None if v is None else int(v)
+
+
+def _str(v) -> str | None:
+    return None if v in (None, "") else str(v)
+
+
+def stats_payload(
+    *,
+    device_id: str,
+    model_version: str,
+    software_version: str,
+    ts: float,
+    uptime_s: float,
+    interval_s: float,
+    interval_frames: int,
+    budget: BudgetFigures,
+    counters: FrameCounters,
+    stages_ms: dict,
+    capture: dict,
+    faces: int,
+    detector: str,
+    source_kind: str,
+    output_mode: str,
+    output_stats: dict,
+) -> dict:
+    """The `stats` payload (schemas/stats.schema.json) from the pipeline's figures."""
+    from emotion_edge.track.events import STATS_SCHEMA, iso_utc
+
+    span = max(1e-6, interval_s)
+    return {
+        "schema": STATS_SCHEMA,
+        "device_id": device_id,
+        "model_version": model_version,
+        "software_version": software_version,
+        "timestamp": iso_utc(ts),
+        "ts": round(ts, 3),
+        "uptime_s": round(uptime_s, 3),
+        "interval_s": round(span, 3),
+        "fps": round(interval_frames / span, 2),
+        "capture_fps": _num(capture.get("capture_fps")),
+        "budget_ms": budget.budget_ms,
+        "detect_every_n": budget.detect_every_n,
+        "detect_every_n_changes": budget.changes,
+        "frames": {
+            "processed": counters.processed,
+            "skipped": counters.skipped,
+            "detected": counters.detected,
+            "over_budget": budget.over_budget_frames,
+            "errors": counters.errors,
+            "read": _int(capture.get("frames_read")),
+            "dropped_stale": _int(capture.get("frames_dropped")),
+        },
+        "stages_ms": stages_ms,
+        "faces": faces,
+        "events": dict(counters.events),
+        "detector": detector,
+        "source": {
+            "kind": source_kind,
+            "reopen_count": _int(capture.get("reopen_count")),
+            "last_error": _str(capture.get("last_error")),
+            "ended": bool(capture.get("ended", False)),
+        },
+        "cpu_temp_c": cpu_temperature_c(),
+        "load_avg_1m": load_average(),
+        "rss_mb": rss_mb(),
+        "output": output_mode,
+        "mqtt": output_stats if output_mode == "mqtt" else None,
+    }

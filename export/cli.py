@@ -94,7 +94,7 @@ def _labels_and_recipe(float_model: Path) -> tuple[tuple[str, ...], dict]:
 
 
 def _verify(args) -> int:
-    from emotion_edge.model_meta import load_metadata
+    from emotion_edge.classify.model_meta import load_metadata
     from emotion_edge_export.verify import verify_tflite
     from emotion_edge_train.data import load_fer
     from emotion_edge_train.evaluate import summary_line
@@ -206,7 +206,7 @@ def _run(args) -> int:
 
 
 def _install(model_path: Path, dest: Path, labels, report: dict, train_metrics: dict, tq) -> None:
-    from emotion_edge.model_meta import write_metadata
+    from emotion_edge.classify.model_meta import write_metadata
     from emotion_edge_train.evaluate import SPLITS
 
     dest.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from emotion_edge.model_meta import write_metadata
+from emotion_edge.classify.model_meta import write_metadata
 from emotion_edge.preprocess import to_float_input
 from emotion_edge_train.tf_env import tf
 
@@ -35,7 +35,7 @@ def convert_int8(model, representative: np.ndarray | None, n_calibration: int = 
 
 def tensor_quantization(tflite_bytes: bytes) -> tuple[tuple[float, int], tuple[float, int]]:
     """(input (scale, zero_point), output (scale, zero_point)) read back from the file."""
-    from emotion_edge.litert import make_interpreter
+    from emotion_edge.classify.litert import make_interpreter
 
     interp = make_interpreter(model_content=tflite_bytes)
     inp = interp.get_input_details()[0]["quantization"]

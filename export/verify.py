@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from emotion_edge.litert import make_interpreter
-from emotion_edge.model_meta import sha256_file
+from emotion_edge.classify.litert import make_interpreter
+from emotion_edge.classify.model_meta import sha256_file
 from emotion_edge.preprocess import quantize_input
 from emotion_edge_train.data import FerDataset
 from emotion_edge_train.evaluate import evaluate

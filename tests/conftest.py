@@ -69,7 +69,7 @@ def tiny_int8_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def emotion_model(request) -> Path:
     """The trained int8 model shipped in the package when present, else `tiny_int8_model`."""
-    from emotion_edge.classifier import DEFAULT_MODEL
+    from emotion_edge.classify.classifier import DEFAULT_MODEL
 
     if DEFAULT_MODEL.is_file() and DEFAULT_MODEL.with_suffix(".json").is_file():
         return DEFAULT_MODEL

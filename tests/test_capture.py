@@ -8,9 +8,9 @@ import threading
 import time
 
 import pytest
-from emotion_edge.capture import Capture
 from emotion_edge.errors import SourceError
-from emotion_edge.sources import SourceConfig, make_source
+from emotion_edge.video.capture import Capture
+from emotion_edge.video.sources import SourceConfig, make_source
 
 N_FRAMES = 275  # short_hamilton_clip.mp4
 
@@ -129,7 +129,7 @@ def test_source_failing_mid_stream_recovers(sample_video, caplog):
         return FailingAfter(make_source(cfg), 20 if len(made) == 1 else None)
 
     cap = Capture(factory, cfg, realtime=False)
-    with caplog.at_level(logging.INFO, logger="emotion_edge.capture"):
+    with caplog.at_level(logging.INFO, logger="emotion_edge.video.capture"):
         cap.start()
         frames = drain(cap)
         cap.stop()
@@ -165,7 +165,7 @@ def test_unexpected_exception_does_not_kill_the_thread(sample_video):
 def test_missing_camera_backs_off_exponentially(caplog):
     cfg = SourceConfig(kind="opencv", uri="/dev/video0", reopen_min_s=0.05, reopen_max_s=0.2)
     cap = Capture(Unopenable, cfg)
-    with caplog.at_level(logging.WARNING, logger="emotion_edge.capture"):
+    with caplog.at_level(logging.WARNING, logger="emotion_edge.video.capture"):
         cap.start()
         t0 = time.monotonic()
         assert cap.latest(timeout=1.0) is None

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from emotion_edge.classifier import DEFAULT_MODEL, EmotionClassifier, resolve_model_path
+from emotion_edge.classify.classifier import DEFAULT_MODEL, EmotionClassifier, resolve_model_path
+from emotion_edge.classify.model_meta import metadata_path, sha256_file
 from emotion_edge.errors import ModelError
-from emotion_edge.model_meta import metadata_path, sha256_file
 from emotion_edge.preprocess import FER2013_LABELS, crop_face
 
 

@@ -5,13 +5,18 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import emotion_edge
 import pytest
 from emotion_edge import config as C
 from emotion_edge.cli import build_parser, main, overrides_from_args, parse_source_spec
 from emotion_edge.errors import ConfigError
 
-tomllib = C.tomllib
-EXAMPLE = Path(C.__file__).resolve().parent / "config.example.toml"
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover
+    import tomli as tomllib
+
+EXAMPLE = Path(emotion_edge.__file__).resolve().parent / "config.example.toml"
 
 
 def _load_text(tmp_path, text: str, overrides=None):

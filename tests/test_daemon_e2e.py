@@ -15,9 +15,9 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
-from emotion_edge.classifier import DEFAULT_MODEL
-from emotion_edge.model_meta import load_metadata
-from emotion_edge.payload_schema import validate
+from emotion_edge.classify.classifier import DEFAULT_MODEL
+from emotion_edge.classify.model_meta import load_metadata
+from emotion_edge.tools.payload_schema import validate
 from mqtt_broker import free_port
 
 DEVICE = "e2e-kiosk"

@@ -3,7 +3,7 @@
 Recall floors are set a little below what was measured here (x86, ai-edge-litert, OpenCV 4.14)
 so a different CPU's rounding does not fail them, while a broken decoder (wrong anchors,
 letterbox, NMS) falls far below:
-    python -m emotion_edge.detector_eval ../shared/samples/dlib_faces/testing.xml --kind K
+    python -m emotion_edge.tools.detector_eval ../shared/samples/dlib_faces/testing.xml --kind K
     blazeface 5/25 (short range: most of these faces are 37-44 px in a 500 px photo),
     blazeface_full 21/25, haar 25/25 with 2 false positives; none of them false on BlazeFace.
 """
@@ -16,8 +16,9 @@ import zipfile
 import cv2
 import numpy as np
 import pytest
-from emotion_edge import detector as det
-from emotion_edge.detector import (
+from emotion_edge.config import load_table
+from emotion_edge.detect import detector as det
+from emotion_edge.detect.detector import (
     BLAZEFACE,
     BlazeFaceDetector,
     Detection,
@@ -28,9 +29,9 @@ from emotion_edge.detector import (
     ssd_anchors,
     weighted_nms,
 )
-from emotion_edge.detector_eval import count_faces, evaluate, load_dlib_xml, match
 from emotion_edge.errors import ConfigError, ModelError
 from emotion_edge.tools import extract_blazeface
+from emotion_edge.tools.detector_eval import count_faces, evaluate, load_dlib_xml, match
 
 # The astronaut's face in skimage.data.astronaut() (512x512), framed by hand from the photo.
 ASTRONAUT_FACE = (172.0, 62.0, 108.0, 118.0)
@@ -205,7 +206,7 @@ def test_corrupt_model_is_a_model_error(tmp_path):
 
 def test_packaged_model_missing_falls_back_to_haar(tmp_path, monkeypatch, caplog, astronaut_gray):
     monkeypatch.setattr(det, "MODELS_DIR", tmp_path)
-    with caplog.at_level(logging.WARNING, logger="emotion_edge.detector"):
+    with caplog.at_level(logging.WARNING, logger="emotion_edge.detect.detector"):
         d = make_detector(DetectorConfig(kind="blazeface"))
     assert isinstance(d, HaarDetector) and d.name == "haar"
     assert "falling back" in caplog.text and "Haar" in caplog.text
@@ -233,11 +234,11 @@ def test_explicit_model_path_in_the_same_file_works(tmp_path, astronaut_gray):
 )
 def test_config_errors_name_the_key(table, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        DetectorConfig.from_dict(table)
+        load_table("detector", table)
 
 
 def test_config_roundtrip():
-    cfg = DetectorConfig.from_dict({"kind": "blazeface_full", "min_score": 0.6, "num_threads": 2})
+    cfg = load_table("detector", {"kind": "blazeface_full", "min_score": 0.6, "num_threads": 2})
     assert (cfg.kind, cfg.min_score, cfg.num_threads) == ("blazeface_full", 0.6, 2)
 
 

@@ -2,9 +2,9 @@ import json
 
 import numpy as np
 import pytest
+from emotion_edge.classify.litert import make_interpreter
+from emotion_edge.classify.model_meta import load_metadata
 from emotion_edge.errors import ModelError
-from emotion_edge.litert import make_interpreter
-from emotion_edge.model_meta import load_metadata
 
 
 def test_tiny_model_roundtrip(tiny_int8_model):

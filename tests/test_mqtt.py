@@ -15,9 +15,10 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
+from emotion_edge.config import MqttConfig, load_table
 from emotion_edge.errors import ConfigError
-from emotion_edge.events import EmotionEvent
-from emotion_edge.mqtt import MqttConfig, MqttPublisher
+from emotion_edge.publish.mqtt import MqttPublisher
+from emotion_edge.track.events import EmotionEvent
 from mqtt_broker import Broker, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,7 +95,7 @@ def make_cfg(broker: Broker | None, tmp_path: Path, **kw) -> MqttConfig:
         "keepalive_s": 5,
     }
     d.update(kw)
-    return MqttConfig.from_dict(d)
+    return load_table("mqtt", d)
 
 
 def make_event(i: int) -> dict:
@@ -203,8 +204,9 @@ def test_availability_online_then_stopped_and_retained_state(mqtt_broker, tmp_pa
 
 _CHILD = textwrap.dedent("""
     import sys, time
-    from emotion_edge.mqtt import MqttConfig, MqttPublisher
-    cfg = MqttConfig.from_dict({"enabled": True, "host": "127.0.0.1", "port": int(sys.argv[1]),
+    from emotion_edge.config import MqttConfig, load_table
+    from emotion_edge.publish.mqtt import MqttPublisher
+    cfg = load_table("mqtt", {"enabled": True, "host": "127.0.0.1", "port": int(sys.argv[1]),
                                 "spool_dir": sys.argv[2], "keepalive_s": 5})
     pub = MqttPublisher(cfg, "kiosk-1")
     pub.start()
@@ -238,8 +240,9 @@ def test_last_will_offline_when_process_is_killed(mqtt_broker, tmp_path):
 
 _CRASHER = textwrap.dedent("""
     import sys, time
-    from emotion_edge.mqtt import MqttConfig, MqttPublisher
-    cfg = MqttConfig.from_dict({"enabled": True, "host": "127.0.0.1", "port": int(sys.argv[1]),
+    from emotion_edge.config import MqttConfig, load_table
+    from emotion_edge.publish.mqtt import MqttPublisher
+    cfg = load_table("mqtt", {"enabled": True, "host": "127.0.0.1", "port": int(sys.argv[1]),
                                 "spool_dir": sys.argv[2]})
     pub = MqttPublisher(cfg, "kiosk-1")
     pub.start()  # nothing listens: every event stays in the spool
@@ -322,7 +325,7 @@ def test_broker_killed_and_restarted_every_event_delivered(mqtt_broker, tmp_path
 
 
 def test_spool_full_drops_oldest_and_survives_restart(tmp_path, publishers, caplog):
-    caplog.set_level(logging.WARNING, logger="emotion_edge.mqtt")
+    caplog.set_level(logging.WARNING, logger="emotion_edge.publish.mqtt")
     broker = Broker(tmp_path)  # configured, not started: nothing listens on its port yet
     cfg = make_cfg(broker, tmp_path, spool_max_events=5)
     pub = new_pub(publishers, cfg)
@@ -357,7 +360,7 @@ def test_spool_full_drops_oldest_and_survives_restart(tmp_path, publishers, capl
 
 @pytest.mark.parametrize("mqtt_broker", [{"users": {"alice": "s3cret"}}], indirect=True)
 def test_auth_failure_is_reported_not_fatal(mqtt_broker, tmp_path, publishers, caplog, monkeypatch):
-    caplog.set_level(logging.ERROR, logger="emotion_edge.mqtt")
+    caplog.set_level(logging.ERROR, logger="emotion_edge.publish.mqtt")
     monkeypatch.setenv("EMOTION_EDGE_MQTT_PASSWORD", "wrong")
     pub = new_pub(publishers, make_cfg(mqtt_broker, tmp_path, username="alice"))
     deadline = time.monotonic() + 5
@@ -475,4 +478,4 @@ def test_home_assistant_discovery(mqtt_broker, tmp_path, publishers):
 )
 def test_config_errors_name_the_key(table, key):
     with pytest.raises(ConfigError, match=f"^{key}:"):
-        MqttConfig.from_dict(table)
+        load_table("mqtt", table)

@@ -11,11 +11,12 @@ import time
 import cv2
 import numpy as np
 import pytest
+from emotion_edge.app import build_pipeline
+from emotion_edge.classify.model_meta import load_metadata
 from emotion_edge.config import load_config
-from emotion_edge.model_meta import load_metadata
-from emotion_edge.outputs import StdoutOutput
-from emotion_edge.payload_schema import validate
-from emotion_edge.pipeline import BudgetController, build_pipeline
+from emotion_edge.pipeline import BudgetController
+from emotion_edge.publish.stdout import StdoutOutput
+from emotion_edge.tools.payload_schema import validate
 
 N_VIDEO_FRAMES = 275  # short_hamilton_clip.mp4
 

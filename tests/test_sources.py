@@ -12,8 +12,9 @@ import types
 import cv2
 import numpy as np
 import pytest
+from emotion_edge.config import load_table
 from emotion_edge.errors import ConfigError, SourceError
-from emotion_edge.sources import (
+from emotion_edge.video.sources import (
     DemoSource,
     ImageFolderSource,
     OpenCVSource,
@@ -48,8 +49,8 @@ def video_frames(path, n, size=None):
 
 
 def test_config_defaults_and_valid_table():
-    assert SourceConfig.from_dict({}) == SourceConfig()
-    cfg = SourceConfig.from_dict({"kind": "opencv", "uri": "rtsp://cam/1", "fps": 10})
+    assert load_table("source", {}) == SourceConfig()
+    cfg = load_table("source", {"kind": "opencv", "uri": "rtsp://cam/1", "fps": 10})
     assert (cfg.kind, cfg.uri, cfg.fps) == ("opencv", "rtsp://cam/1", 10.0)
 
 
@@ -68,7 +69,7 @@ def test_config_defaults_and_valid_table():
 )
 def test_config_errors_name_the_key(table, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        SourceConfig.from_dict(table)
+        load_table("source", table)
 
 
 def test_unknown_kind_is_a_source_error():

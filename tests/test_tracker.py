@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from emotion_edge.events import EventConfig, EventEngine, FaceObservation, state_payload
-from emotion_edge.payload_schema import validate
+from emotion_edge.config import TrackingConfig
 from emotion_edge.preprocess import FER2013_LABELS
-from emotion_edge.smoothing import EmaSmoother
-from emotion_edge.tracker import IouTracker, TrackerConfig, iou
+from emotion_edge.tools.payload_schema import validate
+from emotion_edge.track.events import EventEngine, FaceObservation, state_payload
+from emotion_edge.track.smoothing import EmaSmoother
+from emotion_edge.track.tracker import IouTracker, iou
 
 
 def test_iou():
@@ -19,7 +20,7 @@ def test_iou():
 
 
 def test_ids_stable_while_faces_move():
-    tr = IouTracker(TrackerConfig(iou_threshold=0.3, max_missed=2))
+    tr = IouTracker(TrackingConfig(iou_threshold=0.3, max_missed=2))
     a, b = [100.0, 100.0, 80.0, 80.0], [400.0, 120.0, 60.0, 60.0]
     tracks, removed = tr.update([tuple(a), tuple(b)])
     ids = {t.track_id for t in tracks}
@@ -36,7 +37,7 @@ def test_ids_stable_while_faces_move():
 
 
 def test_missed_faces_disappear_after_max_missed():
-    tr = IouTracker(TrackerConfig(max_missed=2))
+    tr = IouTracker(TrackingConfig(max_missed=2))
     tr.update([(0.0, 0.0, 50.0, 50.0)])
     for expected_missed in (1, 2):
         tracks, removed = tr.update([])
@@ -46,7 +47,7 @@ def test_missed_faces_disappear_after_max_missed():
 
 
 def test_reappearing_face_within_max_missed_keeps_id():
-    tr = IouTracker(TrackerConfig(max_missed=3))
+    tr = IouTracker(TrackingConfig(max_missed=3))
     tr.update([(10.0, 10.0, 50.0, 50.0)])
     tr.update([])
     tracks, _ = tr.update([(12.0, 10.0, 50.0, 50.0)])
@@ -62,7 +63,7 @@ def test_new_face_gets_new_id_and_far_box_does_not_steal():
 
 
 def test_predict_moves_boxes_between_detections():
-    tr = IouTracker(TrackerConfig(velocity_alpha=1.0))
+    tr = IouTracker(TrackingConfig(velocity_alpha=1.0))
     tr.update([(100.0, 100.0, 50.0, 50.0)])
     tr.update([(110.0, 100.0, 50.0, 50.0)])  # +10 px/frame
     t = tr.predict()[0]
@@ -74,7 +75,7 @@ def test_predict_moves_boxes_between_detections():
 
 
 def test_greedy_matching_prefers_highest_iou():
-    tr = IouTracker(TrackerConfig(iou_threshold=0.1))
+    tr = IouTracker(TrackingConfig(iou_threshold=0.1))
     tr.update([(0.0, 0.0, 100.0, 100.0)])
     tracks, _ = tr.update([(60.0, 0.0, 100.0, 100.0), (5.0, 0.0, 100.0, 100.0)])
     by_id = {t.track_id: t.box for t in tracks}
@@ -104,7 +105,7 @@ def _probs(label: str, p: float) -> np.ndarray:
 
 
 def _engine(**kw) -> EventEngine:
-    cfg = EventConfig(
+    cfg = TrackingConfig(
         **{
             "min_hits": 2,
             "min_confidence": 0.4,

@@ -8,7 +8,7 @@ from fer_fixtures import make_fer_files
 
 pytest.importorskip("tensorflow", reason="training/export need the [train] extra")
 
-from emotion_edge.model_meta import load_metadata  # noqa: E402
+from emotion_edge.classify.model_meta import load_metadata  # noqa: E402
 from emotion_edge_export import cli as export_cli  # noqa: E402
 from emotion_edge_train import cli as train_cli  # noqa: E402
 

@@ -5,7 +5,7 @@ import pytest
 
 pytest.importorskip("tensorflow", reason="training needs the [train] extra")
 
-from emotion_edge.litert import make_interpreter  # noqa: E402
+from emotion_edge.classify.litert import make_interpreter  # noqa: E402
 from emotion_edge_export.convert import convert_int8  # noqa: E402
 from emotion_edge_export.qat import check_quantizable, quantize  # noqa: E402
 from emotion_edge_train.model import build_model  # noqa: E402

@@ -74,7 +74,7 @@ def pitfall_check(root: Path, qemu: str, app: Path, model: Path) -> dict:
     cpuinfo = root / "proc" / "cpuinfo"
     saved = cpuinfo.read_bytes() if cpuinfo.is_file() else None
     code = (
-        "from emotion_edge.litert import make_interpreter; import sys; "
+        "from emotion_edge.classify.litert import make_interpreter; import sys; "
         f"make_interpreter(model_path={str(model)!r}, num_threads=1); print('ok')"
     )
     result = {}

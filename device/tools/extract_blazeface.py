@@ -1,7 +1,7 @@
 """Re-extract the vendored BlazeFace .tflite files from a mediapipe wheel and verify them.
 
 Provenance check for device/models/: the files must come out of the published wheel with the
-sha256 pinned in emotion_edge.detector. Run it at build/install time, never at run time.
+sha256 pinned in emotion_edge.detect.detector. Run it at build/install time, never at run time.
 
     python -m emotion_edge.tools.extract_blazeface --check            # verify installed files
     python -m emotion_edge.tools.extract_blazeface --wheel mediapipe-0.10.21-...whl
@@ -18,7 +18,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from emotion_edge.detector import BLAZEFACE, MODELS_DIR, sha256_file
+from emotion_edge.detect.detector import BLAZEFACE, MODELS_DIR, sha256_file
 
 WHEEL_DIR = "mediapipe/modules/face_detection/"
 DEFAULT_VERSION = "0.10.21"

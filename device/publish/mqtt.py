@@ -8,7 +8,7 @@ Topics (see README "MQTT"):
   stats         retained runtime figures (latest wins)
 
 Delivery guarantee for events: **at least once, with ids**. Every event carries a unique
-`event_id`; it is written to an on-disk spool (`emotion_edge.spool`) before it is handed to
+`event_id`; it is written to an on-disk spool (`emotion_edge.publish.spool`) before it is handed to
 paho and deleted only when the broker's PUBACK arrives. Events produced while the broker is
 unreachable wait in the spool and are sent after reconnect, oldest first; events that were
 in flight when the connection dropped are re-sent, so a consumer may see an id twice and
@@ -24,21 +24,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import sqlite3
 import ssl
 import sys
 import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
-from emotion_edge.config import _f, table_from_dict
+from emotion_edge.config import MqttConfig
 from emotion_edge.errors import ConfigError
-from emotion_edge.spool import EventSpool
+from emotion_edge.publish.spool import EventSpool
 from paho.mqtt.enums import CallbackAPIVersion
 
 log = logging.getLogger(__name__)
@@ -65,95 +62,6 @@ _paho_log = logging.getLogger(__name__ + ".paho")
 _paho_log.addFilter(_PahoToDebug())
 # events handed to paho and not yet acknowledged; more wait in the spool, not in paho's memory
 _SEND_WINDOW = 100
-
-
-@dataclass
-class MqttConfig:
-    enabled: bool = _f(False, "publish over MQTT; false: print JSON lines to stdout instead")
-    host: str = _f("localhost", "broker host name or address")
-    port: int = _f(1883, "broker port (usually 1883, 8883 with TLS)", min=1, max=65535)
-    client_id: str = _f("", "MQTT client id; empty: emotion-edge-<device_id>")
-    topic_prefix: str = _f("emotion-edge", "topics are <prefix>/<device_id>/<name>")
-    username: str = _f("", "user name; empty: anonymous")
-    password_env: str = _f(
-        "EMOTION_EDGE_MQTT_PASSWORD", "environment variable holding the password (never on the CLI)"
-    )
-    password_file: str = _f("", "file holding the password (first line); wins over the env")
-    tls: bool = _f(False, "connect with TLS")
-    ca_file: str = _f("", "CA bundle (PEM) to verify the broker; empty: system CAs")
-    cert_file: str = _f("", "client certificate (PEM) for mutual TLS")
-    key_file: str = _f("", "client private key (PEM) for mutual TLS")
-    tls_insecure: bool = _f(False, "skip the broker host name check (testing only)")
-    keepalive_s: int = _f(30, "MQTT keepalive in seconds", min=5, max=3600)
-    qos_events: int = _f(1, "QoS of events (1 or 2; 0 would break at-least-once)", min=1, max=2)
-    spool_dir: str = _f(
-        "", "event spool folder; empty: $STATE_DIRECTORY/spool or ~/.local/state/emotion-edge/spool"
-    )
-    spool_max_events: int = _f(
-        10000, "events kept while the broker is away (oldest dropped)", min=1, max=10_000_000
-    )
-    reconnect_min_s: float = _f(
-        1.0, "first reconnect delay (doubles up to the max)", min=0.1, max=3600.0
-    )
-    reconnect_max_s: float = _f(60.0, "longest reconnect delay", min=0.1, max=3600.0)
-    ha_discovery: bool = _f(False, "publish Home Assistant MQTT discovery configs")
-    ha_prefix: str = _f("homeassistant", "Home Assistant discovery prefix")
-
-    @classmethod
-    def from_dict(cls, d: dict, key: str = "mqtt") -> MqttConfig:
-        """Validate the [mqtt] table; every error names the key (`mqtt.port: ...`)."""
-        cfg = table_from_dict(cls, d, key)
-        cfg._check(key)
-        return cfg
-
-    def _check(self, key: str) -> None:
-        for name in ("topic_prefix", "ha_prefix"):
-            v = getattr(self, name)
-            if not v or not _TOPIC_PART_RE.match(v) or v.startswith("/") or v.endswith("/"):
-                raise ConfigError(
-                    f"{key}.{name}: {v!r} must be a non-empty topic without "
-                    "'#', '+' or a leading/trailing '/'"
-                )
-        if not self.host:
-            raise ConfigError(f"{key}.host: must not be empty")
-        if self.reconnect_max_s < self.reconnect_min_s:
-            raise ConfigError(
-                f"{key}.reconnect_max_s: must be >= {key}.reconnect_min_s "
-                f"({self.reconnect_min_s:g}), got {self.reconnect_max_s:g}"
-            )
-        files = ["password_file"]
-        if self.tls:
-            files += ["ca_file", "cert_file", "key_file"]
-        for name in files:
-            path = getattr(self, name)
-            if path and not os.access(Path(path).expanduser(), os.R_OK):
-                why = "does not exist" if not Path(path).expanduser().exists() else "unreadable"
-                raise ConfigError(f"{key}.{name}: {path} {why}")
-        if self.tls and bool(self.cert_file) != bool(self.key_file):
-            missing = "key_file" if self.cert_file else "cert_file"
-            raise ConfigError(f"{key}.{missing}: client TLS needs both cert_file and key_file")
-        if not self.tls and (self.ca_file or self.cert_file or self.key_file):
-            raise ConfigError(f"{key}.tls: ca_file/cert_file/key_file are set but tls = false")
-
-    def password(self) -> str | None:
-        """The password from password_file (first line) or the env variable; None: none."""
-        if self.password_file:
-            try:
-                text = Path(self.password_file).expanduser().read_text(encoding="utf-8")
-            except OSError as exc:
-                raise ConfigError(f"mqtt.password_file: cannot read ({exc})") from None
-            return text.splitlines()[0] if text else ""
-        if self.password_env:
-            return os.environ.get(self.password_env)
-        return None
-
-    def resolved_spool_dir(self) -> Path:
-        if self.spool_dir:
-            return Path(self.spool_dir).expanduser()
-        state = os.environ.get("STATE_DIRECTORY", "")  # set by systemd StateDirectory=
-        if state:
-            return Path(state.split(":")[0]) / "spool"
-        return Path.home() / ".local" / "state" / "emotion-edge" / "spool"
 
 
 def _json(payload: dict) -> str:
@@ -200,7 +108,9 @@ class MqttPublisher:
         self._sender: threading.Thread | None = None
         self._client = self._make_client()
 
-    # -- public API ----------------------------------------------------------------------------
+    # -- public API ------------------------------------------------------------------------
+
+    broken = False  # a broker that is away is not broken: events wait in the spool----
 
     def topic(self, name: str) -> str:
         return f"{self.cfg.topic_prefix}/{self.device_id}/{name}"

@@ -17,14 +17,30 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
-from emotion_edge.frames import Frame
-from emotion_edge.sources import FILE_KINDS, FrameSource, SourceConfig
+from emotion_edge.video.frames import Frame
+from emotion_edge.video.sources import FILE_KINDS, FrameSource, SourceConfig
 
 log = logging.getLogger(__name__)
 
 
+class FrameFeed(Protocol):
+    """What the pipeline reads frames from: the newest frame, whether the source ended for
+    good, and the capture figures for the stats payload."""
+
+    def start(self) -> None: ...
+    def latest(self, timeout: float) -> Frame | None: ...
+    @property
+    def ended(self) -> bool: ...
+    def stats(self) -> dict: ...
+    def stop(self, timeout: float = 5.0) -> None: ...
+
+
 class Capture:
+    """The capture thread: opens the source (reopening with backoff), keeps only the newest
+    frame, counts the frames the pipeline did not take in time."""
+
     def __init__(
         self,
         source_factory: Callable[[], FrameSource],

@@ -26,13 +26,17 @@ def make_interpreter(
     model_path: str | None = None,
     model_content: bytes | None = None,
     num_threads: int | None = None,
+    name: str = "",
 ):
-    """An allocated interpreter; a corrupt file becomes a ModelError naming it."""
+    """An allocated interpreter; a corrupt file becomes a ModelError naming it (`name` says
+    where in-memory `model_content` came from)."""
     cls = interpreter_class()
+    what = model_path or name or "model bytes"
+    if model_content is not None and len(model_content) == 0:
+        raise ModelError(f"{what}: empty file, not a TFLite model")
     try:
         interp = cls(model_path=model_path, model_content=model_content, num_threads=num_threads)
         interp.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
-        what = model_path or "model bytes"
         raise ModelError(f"{what}: not a valid TFLite model ({exc})") from None
     return interp

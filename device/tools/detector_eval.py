@@ -5,7 +5,8 @@ Used by tests/test_detector.py and the benchmarks: recall (labelled faces found)
 counts neither way. Matching is greedy by score at IoU >= `iou_thr` (0.3 by default: labelled
 boxes and BlazeFace boxes frame a face differently, both are right).
 
-    python -m emotion_edge.detector_eval ../shared/samples/dlib_faces/testing.xml --kind blazeface
+    python -m emotion_edge.tools.detector_eval \
+        ../shared/samples/dlib_faces/testing.xml --kind blazeface
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from emotion_edge.detector import Detection, DetectorConfig, FaceDetector, iou, make_detector
+from emotion_edge.detect.detector import Detection, DetectorConfig, FaceDetector, iou, make_detector
 
 Box = tuple[float, float, float, float]  # x, y, w, h
 
@@ -147,7 +148,7 @@ def count_faces(detector: FaceDetector, path: str | Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m emotion_edge.detector_eval",
+        prog="python -m emotion_edge.tools.detector_eval",
         description="Recall/precision of a face detector on dlib imglab XML boxes.",
     )
     p.add_argument("xml", nargs="+", help="imglab XML file(s), e.g. dlib_faces/testing.xml")

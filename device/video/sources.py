@@ -2,7 +2,7 @@
 
 Every source yields grayscale frames (what detection and classification use); those that decode
 colour anyway keep the BGR image beside it for opt-in snapshots. Sources do no retrying and no
-pacing: `emotion_edge.capture.Capture` reopens them with backoff and paces file sources to
+pacing: `emotion_edge.video.capture.Capture` reopens them with backoff and paces file sources to
 `pace_fps` when it runs in real time.
 """
 
@@ -11,50 +11,19 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
-from emotion_edge.errors import ConfigError, SourceError
-from emotion_edge.frames import Frame, to_gray
+from emotion_edge.config import SOURCE_KINDS, SourceConfig
+from emotion_edge.errors import SourceError
+from emotion_edge.video.frames import Frame, to_gray
 
 log = logging.getLogger(__name__)
 
-SOURCE_KINDS = ("demo", "picamera2", "opencv", "video", "images")
 # Kinds that read a finite file; cameras and streams have no end, only failures.
 FILE_KINDS = ("video", "images", "demo")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
-
-
-@dataclass
-class SourceConfig:
-    kind: str = field(default="demo", metadata={"choices": SOURCE_KINDS})
-    # opencv: device index "0", /dev/video0, rtsp://..., http://..., or a GStreamer pipeline;
-    # video: file path; images: folder path
-    uri: str = ""
-    width: int = field(default=640, metadata={"min": 16, "max": 8192})
-    height: int = field(default=480, metadata={"min": 16, "max": 8192})
-    fps: float = field(default=15.0, metadata={"min": 0, "min_exclusive": True, "max": 240})
-    loop: bool = True  # video/images/demo: loop at the end, else end of stream
-    reopen_min_s: float = field(default=1.0, metadata={"min": 0, "min_exclusive": True})
-    reopen_max_s: float = field(default=30.0, metadata={"min": 0, "min_exclusive": True})
-
-    @classmethod
-    def from_dict(cls, d: dict, key: str = "source") -> SourceConfig:
-        """Validate a [source] table; errors name the key, e.g. "source.kind"."""
-        from emotion_edge.config import table_from_dict  # shared key/type/range checks
-
-        cfg = table_from_dict(cls, d, key)
-        if cfg.kind in ("video", "images") and not cfg.uri.strip():
-            what = "path of a video file" if cfg.kind == "video" else "path of a folder of images"
-            raise ConfigError(f"{key}.uri: required for kind {cfg.kind!r} ({what})")
-        if cfg.reopen_max_s < cfg.reopen_min_s:
-            raise ConfigError(
-                f"{key}.reopen_max_s: must be >= reopen_min_s "
-                f"({cfg.reopen_min_s:g}), got {cfg.reopen_max_s:g}"
-            )
-        return cfg
 
 
 @runtime_checkable

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from emotion_edge.config import TrackingConfig
 
 Box = tuple[float, float, float, float]  # x, y, w, h
 
@@ -32,13 +33,6 @@ def iou_matrix(a: Sequence[Box], b: Sequence[Box]) -> np.ndarray:
         for j, bb in enumerate(b):
             m[i, j] = iou(ba, bb)
     return m
-
-
-@dataclass
-class TrackerConfig:
-    iou_threshold: float = 0.3
-    max_missed: int = 5
-    velocity_alpha: float = 0.5  # EMA weight of the newest per-frame box motion
 
 
 @dataclass
@@ -63,8 +57,8 @@ class Track:
 
 
 class IouTracker:
-    def __init__(self, cfg: TrackerConfig | None = None):
-        self.cfg = cfg or TrackerConfig()
+    def __init__(self, cfg: TrackingConfig | None = None):
+        self.cfg = cfg or TrackingConfig()
         self.tracks: list[Track] = []
         self._next_id = 1
 

@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from typing import Literal
 
 import numpy as np
+from emotion_edge.config import TrackingConfig
 
 EVENT_SCHEMA = "emotion-edge/event/1"
 STATE_SCHEMA = "emotion-edge/state/1"
@@ -103,15 +104,6 @@ class EmotionEvent:
 
 
 @dataclass
-class EventConfig:
-    min_hits: int = 2
-    min_confidence: float = 0.4
-    hysteresis: float = 0.1
-    min_dwell_s: float = 0.5
-    top_k: int = 3
-
-
-@dataclass
 class FaceState:
     """What the engine remembers of one announced (or pending) face."""
 
@@ -140,7 +132,7 @@ class EventEngine:
     """Turns per-frame smoothed face probabilities into appeared/changed/disappeared events."""
 
     def __init__(
-        self, cfg: EventConfig, labels: tuple[str, ...], device_id: str, model_version: str
+        self, cfg: TrackingConfig, labels: tuple[str, ...], device_id: str, model_version: str
     ):
         self.cfg = cfg
         self.labels = labels

@@ -13,16 +13,19 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
+from emotion_edge.classify.litert import make_interpreter
+from emotion_edge.classify.model_meta import ModelMetadata, load_metadata
+from emotion_edge.config import ClassifierConfig
 from emotion_edge.errors import ModelError
-from emotion_edge.litert import make_interpreter
-from emotion_edge.model_meta import ModelMetadata, load_metadata
+from emotion_edge.models import MODELS_DIR
 from emotion_edge.preprocess import crop_face, quantize_input
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "emotion_int8.tflite"
+DEFAULT_MODEL = MODELS_DIR / "emotion_int8.tflite"
 _DTYPES = {"int8": np.int8, "uint8": np.uint8, "float32": np.float32}
 
 
@@ -31,7 +34,20 @@ def resolve_model_path(model_path: str | Path | None) -> Path:
     return Path(model_path).expanduser() if model_path else DEFAULT_MODEL
 
 
+class FaceClassifier(Protocol):
+    """What the pipeline needs from an emotion classifier."""
+
+    labels: tuple[str, ...]
+    version: str
+    crop_scale: float  # the face box -> crop scale the model was trained with
+
+    def classify(self, gray: np.ndarray, boxes: Sequence[Sequence[float]]) -> np.ndarray: ...
+
+
 class EmotionClassifier:
+    """The device's one inference path for the emotion model: the daemon, export's verification
+    and the benchmarks all run a model through this class (`from_bytes` for in-memory files)."""
+
     def __init__(
         self,
         model_path: str | Path,
@@ -48,22 +64,59 @@ class EmotionClassifier:
                     "PATH or set [classifier] model_path)"
                 )
             raise ModelError(f"emotion model not found: {path}{hint}")
-        self.meta: ModelMetadata = load_metadata(path)
-        self.labels = self.meta.labels
-        self.version = self.meta.version
+        self._setup(
+            path.read_bytes(),
+            load_metadata(path),
+            str(path),
+            num_threads,
+            max_batch,
+            max_cached_batches,
+        )
+
+    @classmethod
+    def from_bytes(
+        cls,
+        content: bytes,
+        meta: ModelMetadata,
+        *,
+        name: str = "model bytes",
+        num_threads: int = 2,
+        max_batch: int = 8,
+        max_cached_batches: int = 8,
+    ) -> EmotionClassifier:
+        """A classifier for a model held in memory (e.g. just converted), checked against
+        `meta` exactly as a file and its sidecar are."""
+        self = cls.__new__(cls)
+        self._setup(content, meta, name, num_threads, max_batch, max_cached_batches)
+        return self
+
+    def _setup(
+        self,
+        content: bytes,
+        meta: ModelMetadata,
+        name: str,
+        num_threads: int,
+        max_batch: int,
+        max_cached_batches: int,
+    ) -> None:
+        self.meta = meta
+        self.name = name
+        self.labels = meta.labels
+        self.version = meta.version
+        self.crop_scale = meta.face_crop_scale
         self.num_threads = num_threads
         self.max_batch = max(1, int(max_batch))
-        self._content = path.read_bytes()
+        self._content = content
         self._cache: OrderedDict[int, object] = OrderedDict()
         self._max_cached = max(1, max_cached_batches)
         self._lock = threading.Lock()
-        interp = make_interpreter(model_content=self._content, num_threads=num_threads)
-        self._check(interp, path)
+        interp = make_interpreter(model_content=content, num_threads=num_threads, name=name)
+        self._check(interp, name)
         self._cache[1] = interp
 
     # -- model checks -------------------------------------------------------------------------
 
-    def _check(self, interp, path: Path) -> None:
+    def _check(self, interp, path: str) -> None:
         ins, outs = interp.get_input_details(), interp.get_output_details()
         if len(ins) != 1 or len(outs) != 1:
             raise ModelError(
@@ -115,7 +168,9 @@ class EmotionClassifier:
         if interp is not None:
             self._cache.move_to_end(batch)
             return interp
-        interp = make_interpreter(model_content=self._content, num_threads=self.num_threads)
+        interp = make_interpreter(
+            model_content=self._content, num_threads=self.num_threads, name=self.name
+        )
         interp.resize_tensor_input(
             self._in_index, [batch, self.meta.input_size, self.meta.input_size, 1], strict=True
         )
@@ -166,7 +221,7 @@ class EmotionClassifier:
         return self.predict_faces(self.preprocess(gray, boxes))
 
 
-def load_classifier(cfg) -> EmotionClassifier:
+def load_classifier(cfg: ClassifierConfig) -> EmotionClassifier:
     """From a `config.ClassifierConfig`."""
     return EmotionClassifier(
         resolve_model_path(cfg.model_path), num_threads=cfg.num_threads, max_batch=cfg.max_batch

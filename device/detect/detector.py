@@ -15,17 +15,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+from emotion_edge.config import DETECTOR_KINDS, DetectorConfig
 from emotion_edge.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 
-MODELS_DIR = Path(__file__).resolve().parent / "models"
-DETECTOR_KINDS = ("blazeface", "blazeface_full", "haar")
+from emotion_edge.models import MODELS_DIR  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -62,29 +62,6 @@ class Detection:
     box: tuple[float, float, float, float]  # x, y, w, h in frame pixels
     score: float
     keypoints: np.ndarray | None = None  # (6, 2) for BlazeFace, else None
-
-
-@dataclass
-class DetectorConfig:
-    # blazeface (short range) | blazeface_full | haar
-    kind: str = field(default="blazeface", metadata={"choices": DETECTOR_KINDS})
-    model_path: str = ""  # empty: the file shipped in the package
-    min_score: float = field(default=0.5, metadata={"min": 0, "min_exclusive": True, "max": 1})
-    nms_iou: float = field(default=0.3, metadata={"min": 0, "min_exclusive": True, "max": 1})
-    min_face_px: int = field(default=24, metadata={"min": 1})
-    num_threads: int = field(default=1, metadata={"min": 1, "max": 64})
-
-    @classmethod
-    def from_dict(cls, d: dict, key: str = "detector") -> DetectorConfig:
-        """Validate a [detector] table; errors name the key, e.g. "detector.kind"."""
-        from emotion_edge.config import table_from_dict  # shared key/type/range checks
-
-        cfg = table_from_dict(cls, d, key)
-        if cfg.kind == "haar" and cfg.model_path:
-            raise ConfigError(
-                f"{key}.model_path: only for BlazeFace kinds; haar uses OpenCV's bundled cascade"
-            )
-        return cfg
 
 
 @runtime_checkable
@@ -174,7 +151,7 @@ class BlazeFaceDetector:
     """BlazeFace short- or full-range in LiteRT on a grayscale frame replicated to RGB."""
 
     def __init__(self, cfg: DetectorConfig, model_path: Path | None = None) -> None:
-        from emotion_edge.litert import make_interpreter
+        from emotion_edge.classify.litert import make_interpreter
 
         self.cfg = cfg
         self.spec = BLAZEFACE[cfg.kind]

@@ -10,7 +10,8 @@ import json
 from functools import cache
 from pathlib import Path
 
-SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+from emotion_edge.schemas import SCHEMA_DIR  # noqa: E402
+
 KINDS = ("event", "state", "stats")
 
 

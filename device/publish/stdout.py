@@ -1,7 +1,6 @@
 """Where payloads go: stdout JSON lines (demo, --dry-run, piping) or MQTT.
 
-Both have the interface the pipeline uses: start, publish_event, publish_state, publish_stats,
-stats, stop. `MqttPublisher` (emotion_edge.mqtt) is used as it is.
+Both implement `publish.base.Output`; this module is the stdout one.
 """
 
 from __future__ import annotations
@@ -10,18 +9,9 @@ import json
 import logging
 import sys
 import threading
-from typing import IO, Protocol
+from typing import IO
 
 log = logging.getLogger(__name__)
-
-
-class Output(Protocol):
-    def start(self) -> None: ...
-    def publish_event(self, payload: dict) -> None: ...
-    def publish_state(self, payload: dict) -> None: ...
-    def publish_stats(self, payload: dict) -> None: ...
-    def stats(self) -> dict: ...
-    def stop(self, timeout: float = 5.0) -> None: ...
 
 
 class StdoutOutput:

@@ -1,0 +1,50 @@
+"""Wires the stages for a validated config: model -> detector -> source -> output -> pipeline.
+
+The one place that knows every room (Frigate's app.py is the model): cli.py parses flags and
+calls `build_pipeline`; the stages know only their own table of the config.
+"""
+
+from __future__ import annotations
+
+from emotion_edge.classify.classifier import load_classifier
+from emotion_edge.config import AppConfig
+from emotion_edge.detect.detector import make_detector
+from emotion_edge.pipeline import Pipeline
+from emotion_edge.publish.base import Output
+from emotion_edge.publish.stdout import StdoutOutput
+from emotion_edge.systemd_notify import SystemdNotifier
+from emotion_edge.video.capture import Capture
+from emotion_edge.video.sources import FILE_KINDS, make_source
+
+
+def make_output(cfg: AppConfig, model_version: str) -> Output:
+    if cfg.output.mode == "mqtt":
+        from emotion_edge.publish.mqtt import MqttPublisher  # paho only when it is used
+
+        return MqttPublisher(cfg.mqtt, cfg.device.id, model_version)
+    return StdoutOutput()
+
+
+def build_pipeline(
+    cfg: AppConfig, output: Output | None = None, notifier: SystemdNotifier | None = None
+) -> Pipeline:
+    """Load the model, detector, output and capture for a validated AppConfig.
+
+    The order is the order of likely failure: model first (ModelError), then detector, then
+    the source probe (SourceError), so a broken install fails before a camera is touched.
+    Sources read from files fail for good when the path is wrong, so they are opened once
+    here and a typo is an error at start-up; cameras are only opened by the capture thread,
+    which retries with backoff (a camera unplugged now may come back).
+    """
+    classifier = load_classifier(cfg.classifier)
+    detector = make_detector(cfg.detector)
+    if cfg.source.kind in FILE_KINDS:
+        probe = make_source(cfg.source)
+        try:
+            probe.open()
+        finally:
+            probe.close()
+    if output is None:
+        output = make_output(cfg, classifier.version)
+    capture = Capture(lambda: make_source(cfg.source), cfg.source, realtime=cfg.pipeline.realtime)
+    return Pipeline(cfg, capture, detector, classifier, output, notifier=notifier)

@@ -1,0 +1,254 @@
+"""Every table of the daemon's config file, as typed dataclasses declared one way.
+
+Each key is a `setting()` with its default, help text and bounds; validation (validate.py) and
+rendering (render.py) read that metadata. Nothing here imports the runtime: the stages import
+their table from here, never the reverse.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from emotion_edge.config.fields import setting
+from emotion_edge.errors import ConfigError
+
+SOURCE_KINDS = ("demo", "picamera2", "opencv", "video", "images")
+DETECTOR_KINDS = ("blazeface", "blazeface_full", "haar")
+
+
+@dataclass
+class DeviceConfig:
+    id: str = setting("", "device id in MQTT topics and payloads; empty: the host name")
+    name: str = setting("", "human-readable name (Home Assistant); empty: the id")
+
+
+@dataclass
+class SourceConfig:
+    kind: str = setting("demo", "where frames come from", choices=SOURCE_KINDS)
+    uri: str = setting(
+        "",
+        "opencv: device index, /dev/videoN, rtsp:// or http:// URL or a GStreamer pipeline; "
+        "video: file path; images: folder path",
+    )
+    width: int = setting(640, "requested frame width (cameras)", min=16, max=8192)
+    height: int = setting(480, "requested frame height (cameras)", min=16, max=8192)
+    fps: float = setting(15.0, "requested camera frame rate", min=0, max=240, min_exclusive=True)
+    loop: bool = setting(True, "video/images/demo: start again at the end, else end of stream")
+    reopen_min_s: float = setting(
+        1.0, "first delay before reopening a failed camera (doubles)", min=0, min_exclusive=True
+    )
+    reopen_max_s: float = setting(
+        30.0, "longest delay between camera reopen attempts", min=0, min_exclusive=True
+    )
+
+
+@dataclass
+class DetectorConfig:
+    kind: str = setting(
+        "blazeface",
+        "face detector: blazeface (short range), blazeface_full (full range) or haar",
+        choices=DETECTOR_KINDS,
+    )
+    model_path: str = setting("", "BlazeFace .tflite; empty: the file shipped in the package")
+    min_score: float = setting(0.5, "lowest detection score kept", min=0, max=1, min_exclusive=True)
+    nms_iou: float = setting(
+        0.3, "IoU above which overlapping detections merge", min=0, max=1, min_exclusive=True
+    )
+    min_face_px: int = setting(24, "smallest face side in pixels", min=1)
+    num_threads: int = setting(1, "LiteRT threads for the detector", min=1, max=64)
+
+
+@dataclass
+class ClassifierConfig:
+    model_path: str = setting("", "int8 .tflite with its .json sidecar; empty: the packaged model")
+    num_threads: int = setting(2, "LiteRT threads for the emotion model", min=1, max=64)
+    max_batch: int = setting(8, "faces per interpreter call (more are split)", min=1, max=64)
+
+
+@dataclass
+class TrackingConfig:
+    iou_threshold: float = setting(
+        0.3, "min IoU to keep a face id across detections", min=0.01, max=1.0
+    )
+    max_missed: int = setting(
+        5, "detection runs a face may be missed before it disappears", min=0, max=1000
+    )
+    min_hits: int = setting(
+        2,
+        "detections before a face is announced (hides one-frame false positives)",
+        min=1,
+        max=1000,
+    )
+    smoothing_tau_s: float = setting(
+        0.5, "EMA time constant of emotion probabilities; 0 = none", min=0.0, max=60.0
+    )
+    min_confidence: float = setting(
+        0.4, "smoothed probability a new emotion needs to be reported", min=0.0, max=1.0
+    )
+    hysteresis: float = setting(
+        0.1, "margin a new emotion must beat the reported one by", min=0.0, max=1.0
+    )
+    min_dwell_s: float = setting(
+        0.5, "how long a new emotion must lead before it is reported", min=0.0, max=600.0
+    )
+    top_k: int = setting(3, "emotions with confidences in each event", min=1, max=7)
+    velocity_alpha: float = setting(
+        0.5,
+        "EMA weight of a face's newest box motion, used to move boxes between detections",
+        min=0.0,
+        max=1.0,
+    )
+
+
+@dataclass
+class PipelineConfig:
+    budget_ms: float = setting(
+        100.0, "per-frame processing budget", min=0.0, max=60000.0, min_exclusive=True
+    )
+    detect_every_n: int = setting(
+        1, "run face detection on every Nth frame (track between)", min=1, max=100
+    )
+    max_detect_every_n: int = setting(
+        6, "upper bound when adapting detect_every_n to the budget", min=1, max=100
+    )
+    adaptive: bool = setting(True, "raise detect_every_n when over budget, lower it when under")
+    stats_interval_s: float = setting(10.0, "seconds between stats payloads", min=0.5, max=86400.0)
+    state_interval_s: float = setting(
+        5.0, "seconds between state payloads (also sent on every event)", min=0.5, max=86400.0
+    )
+    realtime: bool = setting(
+        True,
+        "pace video files to their fps like a camera; false: as fast as processed (benchmarks)",
+    )
+    frame_timeout_s: float = setting(
+        1.0, "wait for a frame this long before a loop pass without one", min=0.01, max=60.0
+    )
+
+
+@dataclass
+class OutputConfig:
+    mode: str = setting("stdout", "stdout (JSON lines) or mqtt", choices=("stdout", "mqtt"))
+
+
+@dataclass
+class MqttConfig:
+    enabled: bool = setting(False, "publish over MQTT; false: print JSON lines to stdout instead")
+    host: str = setting("localhost", "broker host name or address")
+    port: int = setting(1883, "broker port (usually 1883, 8883 with TLS)", min=1, max=65535)
+    client_id: str = setting("", "MQTT client id; empty: emotion-edge-<device_id>")
+    topic_prefix: str = setting("emotion-edge", "topics are <prefix>/<device_id>/<name>")
+    username: str = setting("", "user name; empty: anonymous")
+    password_env: str = setting(
+        "EMOTION_EDGE_MQTT_PASSWORD", "environment variable holding the password (never on the CLI)"
+    )
+    password_file: str = setting("", "file holding the password (first line); wins over the env")
+    tls: bool = setting(False, "connect with TLS")
+    ca_file: str = setting("", "CA bundle (PEM) to verify the broker; empty: system CAs")
+    cert_file: str = setting("", "client certificate (PEM) for mutual TLS")
+    key_file: str = setting("", "client private key (PEM) for mutual TLS")
+    tls_insecure: bool = setting(False, "skip the broker host name check (testing only)")
+    keepalive_s: int = setting(30, "MQTT keepalive in seconds", min=5, max=3600)
+    qos_events: int = setting(
+        1, "QoS of events (1 or 2; 0 would break at-least-once)", min=1, max=2
+    )
+    spool_dir: str = setting(
+        "", "event spool folder; empty: $STATE_DIRECTORY/spool or ~/.local/state/emotion-edge/spool"
+    )
+    spool_max_events: int = setting(
+        10000, "events kept while the broker is away (oldest dropped)", min=1, max=10_000_000
+    )
+    reconnect_min_s: float = setting(
+        1.0, "first reconnect delay (doubles up to the max)", min=0.1, max=3600.0
+    )
+    reconnect_max_s: float = setting(60.0, "longest reconnect delay", min=0.1, max=3600.0)
+    ha_discovery: bool = setting(False, "publish Home Assistant MQTT discovery configs")
+    ha_prefix: str = setting("homeassistant", "Home Assistant discovery prefix")
+
+    def password(self) -> str | None:
+        """The password from password_file (first line) or the env variable; None: none."""
+        if self.password_file:
+            try:
+                text = Path(self.password_file).expanduser().read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ConfigError(f"mqtt.password_file: cannot read ({exc})") from None
+            return text.splitlines()[0] if text else ""
+        if self.password_env:
+            return os.environ.get(self.password_env)
+        return None
+
+    def resolved_spool_dir(self) -> Path:
+        if self.spool_dir:
+            return Path(self.spool_dir).expanduser()
+        state = os.environ.get("STATE_DIRECTORY", "")  # set by systemd StateDirectory=
+        if state:
+            return Path(state.split(":")[0]) / "spool"
+        return Path.home() / ".local" / "state" / "emotion-edge" / "spool"
+
+
+@dataclass
+class PrivacyConfig:
+    allow_snapshots: bool = setting(
+        False,
+        "attach a JPEG of the face crop to appeared/changed events (images leave the device!)",
+    )
+    snapshot_size: int = setting(96, "snapshot side in pixels", min=16, max=512)
+    snapshot_jpeg_quality: int = setting(80, "snapshot JPEG quality", min=10, max=100)
+
+
+@dataclass
+class LoggingConfig:
+    level: str = setting("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+
+TABLE_ORDER = (
+    "device",
+    "source",
+    "detector",
+    "classifier",
+    "tracking",
+    "pipeline",
+    "output",
+    "mqtt",
+    "privacy",
+    "logging",
+)
+
+
+@dataclass
+class AppConfig:
+    """The whole validated file; `path` is the file it came from ("" = defaults only)."""
+
+    device: DeviceConfig
+    source: SourceConfig
+    detector: DetectorConfig
+    classifier: ClassifierConfig
+    tracking: TrackingConfig
+    pipeline: PipelineConfig
+    output: OutputConfig
+    mqtt: MqttConfig
+    privacy: PrivacyConfig
+    logging: LoggingConfig
+    path: str = ""
+
+    @property
+    def device_id(self) -> str:
+        return self.device.id
+
+    def tables(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in TABLE_ORDER}
+
+
+TABLES: dict[str, type] = {
+    "device": DeviceConfig,
+    "source": SourceConfig,
+    "detector": DetectorConfig,
+    "classifier": ClassifierConfig,
+    "tracking": TrackingConfig,
+    "pipeline": PipelineConfig,
+    "output": OutputConfig,
+    "mqtt": MqttConfig,
+    "privacy": PrivacyConfig,
+    "logging": LoggingConfig,
+}
