@@ -339,7 +339,9 @@ class Pipeline:
         import cv2
 
         img = frame.color if frame.color is not None else frame.image
-        x0, y0, x1, y1 = square_crop_box(box, img.shape, self.classifier.crop_scale)
+        x0, y0, x1, y1 = square_crop_box(
+            box, img.shape, self.classifier.crop_scale, self.classifier.crop_shift_y
+        )
         hh, ww = img.shape[:2]
         crop = img[max(0, y0) : min(hh, y1), max(0, x0) : min(ww, x1)]
         if crop.size == 0:

@@ -50,6 +50,9 @@ INPUT_SIZE = 48
 # A detector box is tight around the eyes-to-chin region; FER2013 crops include the forehead
 # and a little background, so the crop is widened around the box centre.
 FACE_CROP_SCALE = 1.25
+# Where the crop's centre sits relative to the box centre, as a fraction of the box side
+# (negative = up): a detector box centres on the eyes-to-chin region, FER2013 crops higher.
+FACE_CROP_SHIFT_Y = 0.0
 # Model input is pixels / 255 in [0, 1]; kept out of the model graph so the int8 model's
 # input quantization is exactly (scale 1/255, zero point -128): int8 = pixel - 128.
 INPUT_SCALE = 1.0 / 255.0
@@ -67,15 +70,19 @@ def resolve_labels(subset: Sequence[str] | None) -> tuple[str, ...]:
 
 
 def square_crop_box(
-    box: Sequence[float], frame_shape: Sequence[int], scale: float = FACE_CROP_SCALE
+    box: Sequence[float],
+    frame_shape: Sequence[int],
+    scale: float = FACE_CROP_SCALE,
+    shift_y: float = FACE_CROP_SHIFT_Y,
 ) -> tuple[int, int, int, int]:
-    """Square box (x0, y0, x1, y1) of side scale*max(w, h) around a face box (x, y, w, h).
+    """Square box (x0, y0, x1, y1) of side scale*max(w, h) around a face box (x, y, w, h),
+    its centre moved down by shift_y * max(w, h) (up when negative).
 
     The result may extend past the frame; `crop_face` pads with edge pixels there.
     """
     x, y, w, h = (float(v) for v in box)
     side = max(w, h) * scale
-    cx, cy = x + w / 2.0, y + h / 2.0
+    cx, cy = x + w / 2.0, y + h / 2.0 + shift_y * max(w, h)
     x0 = int(round(cx - side / 2.0))
     y0 = int(round(cy - side / 2.0))
     s = max(1, int(round(side)))
@@ -83,13 +90,18 @@ def square_crop_box(
     return x0, y0, x0 + s, y0 + s
 
 
-def crop_face(gray: np.ndarray, box: Sequence[float], scale: float = FACE_CROP_SCALE) -> np.ndarray:
+def crop_face(
+    gray: np.ndarray,
+    box: Sequence[float],
+    scale: float = FACE_CROP_SCALE,
+    shift_y: float = FACE_CROP_SHIFT_Y,
+) -> np.ndarray:
     """Crop a face from a grayscale frame into the model's 48x48 uint8 input image."""
     import cv2  # local: training imports this module where OpenCV may be absent
 
     if gray.ndim != 2:
         raise ValueError(f"crop_face needs a 2-D grayscale frame, got shape {gray.shape}")
-    x0, y0, x1, y1 = square_crop_box(box, gray.shape, scale)
+    x0, y0, x1, y1 = square_crop_box(box, gray.shape, scale, shift_y)
     h, w = gray.shape
     pad_l, pad_t = max(0, -x0), max(0, -y0)
     pad_r, pad_b = max(0, x1 - w), max(0, y1 - h)

@@ -39,7 +39,8 @@ class FaceClassifier(Protocol):
 
     labels: tuple[str, ...]
     version: str
-    crop_scale: float  # the face box -> crop scale the model was trained with
+    crop_scale: float  # the crop rule (face box -> model input) the model expects
+    crop_shift_y: float
 
     def classify(self, gray: np.ndarray, boxes: Sequence[Sequence[float]]) -> np.ndarray: ...
 
@@ -104,6 +105,7 @@ class EmotionClassifier:
         self.labels = meta.labels
         self.version = meta.version
         self.crop_scale = meta.face_crop_scale
+        self.crop_shift_y = meta.face_crop_shift_y
         self.num_threads = num_threads
         self.max_batch = max(1, int(max_batch))
         self._content = content
@@ -161,6 +163,16 @@ class EmotionClassifier:
             log.info("model %s has a fixed batch size; faces are classified one call each", path)
             self.max_batch = 1
 
+    @property
+    def input_dtype(self) -> np.dtype:
+        """The model's input tensor dtype (int8 for the shipped model)."""
+        return self._in_dtype
+
+    @property
+    def output_dtype(self) -> np.dtype:
+        """The model's output tensor dtype (int8 for the shipped model)."""
+        return self._out_dtype
+
     # -- inference ----------------------------------------------------------------------------
 
     def _interpreter(self, batch: int):
@@ -184,7 +196,7 @@ class EmotionClassifier:
         """uint8 face crops [N, 48, 48] exactly as in training."""
         if not len(boxes):
             return np.zeros((0, self.meta.input_size, self.meta.input_size), np.uint8)
-        return np.stack([crop_face(gray, b, self.meta.face_crop_scale) for b in boxes])
+        return np.stack([crop_face(gray, b, self.crop_scale, self.crop_shift_y) for b in boxes])
 
     def predict_faces(self, faces: np.ndarray) -> np.ndarray:
         """Probabilities [N, n_labels] for uint8 crops [N, 48, 48]."""

@@ -12,7 +12,7 @@ Format "emotion-edge-model/1":
       "labels": ["angry", ...],            # output order
       "input": {"size": 48, "channels": 1, "dtype": "int8", "scale": 0.0039..,
                 "zero_point": -128, "normalization": "pixel / 255",
-                "face_crop_scale": 1.25},
+                "face_crop_scale": 1.25, "face_crop_shift_y": 0.0},
       "output": {"dtype": "int8", "scale": .., "zero_point": .., "activation": "softmax"},
       "training": {...}, "metrics": {...}   # free-form provenance
     }
@@ -26,7 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from emotion_edge.errors import ModelError
-from emotion_edge.preprocess import FACE_CROP_SCALE, FER2013_LABELS, INPUT_SIZE
+from emotion_edge.preprocess import (
+    FACE_CROP_SCALE,
+    FACE_CROP_SHIFT_Y,
+    FER2013_LABELS,
+    INPUT_SIZE,
+)
 
 FORMAT = "emotion-edge-model/1"
 
@@ -42,6 +47,7 @@ class ModelMetadata:
     input_scale: float = 1.0 / 255.0
     input_zero_point: int = -128
     face_crop_scale: float = FACE_CROP_SCALE
+    face_crop_shift_y: float = FACE_CROP_SHIFT_Y
     extra: dict = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -84,6 +90,7 @@ def load_metadata(model_path: str | Path, verify: bool = True) -> ModelMetadata:
             input_scale=float(inp["scale"]),
             input_zero_point=int(inp["zero_point"]),
             face_crop_scale=float(inp.get("face_crop_scale", FACE_CROP_SCALE)),
+            face_crop_shift_y=float(inp.get("face_crop_shift_y", FACE_CROP_SHIFT_Y)),
             extra=raw,
         )
     except (KeyError, TypeError, ValueError) as exc:
@@ -127,6 +134,7 @@ def write_metadata(
             "zero_point": int(input_q[1]),
             "normalization": "pixel / 255",
             "face_crop_scale": FACE_CROP_SCALE,
+            "face_crop_shift_y": FACE_CROP_SHIFT_Y,
         },
         "output": {
             "dtype": "int8",
