@@ -2,8 +2,10 @@
 
 A training run costs ~100 minutes here, so a shape is first checked against the 0.5 ms/face
 bar: each variant is built untrained, converted to fully int8 TFLite (calibrated on seeded
-noise: latency does not depend on the weights' values) and invoked in LiteRT, all variants
-timed interleaved in one process so their ratios to the first one are fair on a noisy machine.
+noise: latency does not depend on the weights' values) and run on one face through the
+device's `EmotionClassifier.predict_faces` (quantize, LiteRT invoke, dequantize: the daemon's
+per-face path), all variants timed interleaved in one process so their ratios to the first
+one are fair on a noisy machine.
 
     .venv/bin/python -m benchmarks.arch_latency "width=20" "width=28 convs=1,1,2,2"
 """
@@ -40,21 +42,23 @@ def parse_variant(text: str) -> dict:
 
 
 def measure(variants: list[str], threads: int, runs: int) -> list[dict]:
-    from emotion_edge.classify.litert import make_interpreter
-    from emotion_edge_export.convert import convert_int8
+    from emotion_edge.classify.classifier import EmotionClassifier
+    from emotion_edge.preprocess import FER2013_LABELS, INPUT_SIZE
+    from emotion_edge_export.convert import convert_int8, int8_metadata
     from emotion_edge_train.model import build_model
 
-    faces = np.random.default_rng(0).integers(0, 256, (200, 48, 48), dtype=np.uint8)
-    rows, invokes = [], {}
+    rng = np.random.default_rng(0)
+    faces = rng.integers(0, 256, (200, INPUT_SIZE, INPUT_SIZE), dtype=np.uint8)
+    face = faces[:1]
+    rows, calls = [], {}
     for text in variants:
-        model = build_model("vgg", 7, **parse_variant(text))
+        model = build_model("vgg", len(FER2013_LABELS), **parse_variant(text))
         tflite = convert_int8(model, faces, n_calibration=len(faces))
-        interp = make_interpreter(model_content=tflite, num_threads=threads)
-        inp = interp.get_input_details()[0]
-        interp.set_tensor(inp["index"], np.zeros(inp["shape"], np.int8))
-        invokes[text] = interp.invoke
+        meta = int8_metadata(tflite, FER2013_LABELS, "untrained", f"{text}.tflite")
+        clf = EmotionClassifier.from_bytes(tflite, meta, name=text, num_threads=threads)
+        calls[text] = lambda c=clf: c.predict_faces(face)
         rows.append({"variant": text, "parameters": model.count_params(), "bytes": len(tflite)})
-    timings = time_interleaved(invokes, runs=runs, blocks=30)
+    timings = time_interleaved(calls, runs=runs, blocks=30)
     base = timings[variants[0]]["median_ms"]
     for row in rows:
         t = timings[row["variant"]]
@@ -65,7 +69,8 @@ def measure(variants: list[str], threads: int, runs: int) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.arch_latency",
-        description="int8 LiteRT invoke latency of untrained vgg variants, timed interleaved; "
+        description="int8 per-face latency (EmotionClassifier.predict_faces, LiteRT) of "
+        "untrained vgg variants, timed interleaved; "
         "ratios are to the first variant. KEY=VALUE keys: width, widths (4 stage filters), "
         "convs (4 stage conv counts), head (hidden dense units).",
     )
@@ -79,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         p.error(str(exc))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    print("variant | parameters | int8 bytes | invoke median ms | ratio")
+    print("variant | parameters | int8 bytes | per-face median ms | ratio")
     for r in measure(args.variants, args.threads, args.runs):
         cells = (r["variant"], r["parameters"], r["bytes"], r["median_ms"], r["ratio"])
         print(" | ".join(str(c) for c in cells))

@@ -17,7 +17,6 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EMOTION_EDGE_SHARED", REPO.parent / "shared"))
-DATA_DIR = SHARED / "data"
 SAMPLES_DIR = SHARED / "samples"
 SAMPLE_VIDEO = SAMPLES_DIR / "face_recognition" / "short_hamilton_clip.mp4"
 RESULTS_DIR = REPO / "benchmarks" / "results"

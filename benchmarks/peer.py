@@ -92,6 +92,10 @@ class PeerClassifier:
 
     The model has a fixed batch of 1 and fer itself calls it face by face; faces are resized
     48 -> 64 with OpenCV's default (bilinear) interpolation, as fer resizes its crops.
+
+    The one TFLite interpreter wrapper in benchmarks/: this is fer's model (64x64 input in
+    [-1, 1], no sidecar), not ours, so it cannot go through EmotionClassifier. Our emotion
+    model always does; the BlazeFace detector runs through emotion_edge.detect.
     """
 
     labels = PEER_LABELS

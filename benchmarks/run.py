@@ -19,7 +19,6 @@ import traceback
 from pathlib import Path
 
 from benchmarks.common import (
-    DATA_DIR,
     REPO,
     RESULTS_DIR,
     SAMPLES_DIR,
@@ -65,7 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=REPO / "train" / "artifacts" / "emotion_float.h5",
         help="float Keras model for the accuracy comparison (full run only)",
     )
-    p.add_argument("--data", type=Path, default=DATA_DIR, help="FER2013 (+ FER+) data folder")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="FER2013 (+ FER+) data folder, e.g. ../shared/data; required by the accuracy section",
+    )
     p.add_argument(
         "--no-peer",
         action="store_true",
@@ -145,6 +149,13 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"error: emotion model not found: {model} (the trained model ships as "
             "device/models/emotion_int8.tflite; pass --model PATH)",
+            file=sys.stderr,
+        )
+        return EXIT_SETUP
+    if "accuracy" in sections and args.data is None:
+        print(
+            "error: --data is required: the folder with fer2013.csv[.gz] "
+            "(e.g. --data ../shared/data), or --skip accuracy",
             file=sys.stderr,
         )
         return EXIT_SETUP

@@ -12,6 +12,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+from emotion_edge_train.config import DATA_HELP, DATA_REQUIRED
+
 log = logging.getLogger("emotion_edge_export")
 
 DEFAULT_FLOAT = "train/artifacts/emotion_float.h5"
@@ -36,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path(DEFAULT_FLOAT),
         help="trained float .h5 (its metrics.json beside it gives labels and recipe)",
     )
-    r.add_argument("--data", default="../shared/data", help="FER2013 csv[.gz] or folder")
+    r.add_argument("--data", default=None, help=f"required: {DATA_HELP}")
     r.add_argument(
         "--out",
         type=Path,
@@ -60,12 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     v.add_argument("model", type=Path)
-    v.add_argument("--data", default="../shared/data")
+    v.add_argument("--data", default=None, help=f"required: {DATA_HELP}")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if "data" in vars(args) and not args.data:  # every subcommand that reads FER2013
+        parser.error(DATA_REQUIRED)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -94,20 +99,19 @@ def _labels_and_recipe(float_model: Path) -> tuple[tuple[str, ...], dict]:
 
 
 def _verify(args) -> int:
-    from emotion_edge.classify.model_meta import load_metadata
     from emotion_edge_export.verify import verify_tflite
     from emotion_edge_train.data import load_fer
     from emotion_edge_train.evaluate import summary_line
 
-    meta = load_metadata(args.model)
-    report = verify_tflite(args.model, load_fer(args.data), meta.labels)
+    # the file and its sidecar, through the device's EmotionClassifier (labels from the sidecar)
+    report = verify_tflite(args.model, load_fer(args.data))
     print(json.dumps({k: report[k] for k in ("size_bytes", "latency_single_face")}, indent=1))
     print(summary_line(report))
     return 0
 
 
 def _run(args) -> int:
-    from emotion_edge_export.convert import convert_int8, tensor_quantization
+    from emotion_edge_export.convert import convert_int8, int8_metadata, tensor_quantization
     from emotion_edge_export.qat import (
         fine_tune,
         float_predict_fn,
@@ -165,9 +169,13 @@ def _run(args) -> int:
     log.info("float: %s", summary_line(float_report))
 
     # PTQ: the float model calibrated on Training faces
+    # Both files are verified before any sidecar exists (only the installed copy gets one):
+    # from their bytes, checked against the metadata read from their tensors.
     ptq_path = out / "emotion_ptq_int8.tflite"
-    ptq_path.write_bytes(convert_int8(float_model, rep, n_calibration=args.calibration))
-    ptq_report = verify_tflite(ptq_path, ds, labels, float_probs)
+    ptq_bytes = convert_int8(float_model, rep, n_calibration=args.calibration)
+    ptq_path.write_bytes(ptq_bytes)
+    ptq_meta = int8_metadata(ptq_bytes, labels, "ptq (verification)", ptq_path.name)
+    ptq_report = verify_tflite(ptq_path, ds, float_probs, meta=ptq_meta)
     log.info("PTQ int8: %s", summary_line(ptq_report))
 
     # QAT: fine-tune with fake quantization, then convert
@@ -176,8 +184,10 @@ def _run(args) -> int:
         quantize(float_model), train_ds, val_ds, epochs, args.qat_lr, steps, out, clean_train_ds
     )
     qat_path = out / "emotion_qat_int8.tflite"
-    qat_path.write_bytes(convert_int8(qat_model, rep, n_calibration=args.calibration))
-    qat_report = verify_tflite(qat_path, ds, labels, float_probs)
+    qat_bytes = convert_int8(qat_model, rep, n_calibration=args.calibration)
+    qat_path.write_bytes(qat_bytes)
+    qat_meta = int8_metadata(qat_bytes, labels, "qat (verification)", qat_path.name)
+    qat_report = verify_tflite(qat_path, ds, float_probs, meta=qat_meta)
     qat_report["fine_tune"] = qat_history
     log.info("QAT int8: %s", summary_line(qat_report))
 

@@ -59,6 +59,16 @@ def test_committed_figure_read_from_sidecar_then_export_report(tmp_path):
     assert value == pytest.approx(0.6321) and "metrics" in source
 
 
+def test_accuracy_needs_data_passed(tmp_path, capsys):
+    from benchmarks import run
+
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"x")
+    assert run.main(["--only", "accuracy", "--model", str(model)]) == run.EXIT_SETUP
+    err = capsys.readouterr().err
+    assert "--data is required" in err and "--data ../shared/data" in err
+
+
 @pytest.mark.realdata
 def test_shipped_int8_privatetest_accuracy_matches_committed_report(data_dir):
     """CI gate: the shipped model scores within 0.5 points of its committed PrivateTest figure."""
@@ -122,6 +132,7 @@ def test_quick_suite_runs_and_writes_results(bench_model, samples_dir, data_dir,
 
 
 @pytest.mark.slow
+@pytest.mark.host  # assembles an arm64 root filesystem (apt-get download, dpkg -x) in the cache
 def test_emulated_aarch64_smoke(bench_model, sample_video, tmp_path):
     """Device benchmarks + `emotion-edge --dry-run` under qemu-aarch64 (Pi 4 class CPU)."""
     if not shutil.which("qemu-aarch64-static"):

@@ -225,6 +225,7 @@ def test_install_sh_rejects_bad_options():
     assert proc.returncode != 0 and ("--purge" in proc.stderr or "root" in proc.stderr)
 
 
+@pytest.mark.host  # runs the real installer as root on this machine (apt, /opt, /etc)
 def test_install_sh_refuses_a_bundle_without_the_project_wheel(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("install.sh checks for root first")

@@ -126,10 +126,32 @@ def test_export_quick_produces_verified_int8_model(trained_run, tmp_path):
     meta = load_metadata(inst / "emotion_int8.tflite")
     assert meta.labels[0] == "angry" and meta.extra["metrics"]["fer2013_PrivateTest"]["int8"] >= 0
     assert (rep / "report.md").read_text().startswith("# Export report")
+    # the installed file + sidecar verifies on its own, through the device's classifier
+    installed = inst / "emotion_int8.tflite"
+    assert export_cli.main(["verify", str(installed), "--data", str(root)]) == 0
+
+
+@pytest.mark.parametrize(
+    "main, argv",
+    [
+        (train_cli.main, ["fit", "--quick"]),
+        (train_cli.main, ["evaluate", "model.h5"]),
+        (export_cli.main, ["run", "--quick"]),
+        (export_cli.main, ["verify", "model.tflite"]),
+    ],
+)
+def test_data_has_no_default_location(main, argv, capsys):
+    """No CLI reaches for ../shared by itself: without --data it says how to pass it."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--data is required" in err and "fer2013.csv" in err and "--data ../shared/data" in err
 
 
 def test_export_errors_are_clear(tmp_path, caplog):
-    assert export_cli.main(["run", "--float-model", str(tmp_path / "nope.h5")]) == 2
+    data = ["--data", str(tmp_path)]
+    assert export_cli.main(["run", "--float-model", str(tmp_path / "nope.h5"), *data]) == 2
     assert "float model not found" in caplog.text
     from emotion_edge_train.tf_env import keras
 
@@ -140,7 +162,7 @@ def test_export_errors_are_clear(tmp_path, caplog):
     path = tmp_path / "lambda.h5"
     model.save(path)
     (tmp_path / "garbage.h5").write_bytes(b"not hdf5")
-    assert export_cli.main(["run", "--float-model", str(tmp_path / "garbage.h5")]) == 2
+    assert export_cli.main(["run", "--float-model", str(tmp_path / "garbage.h5"), *data]) == 2
     assert "cannot load" in caplog.text
     from emotion_edge_export.qat import UnsupportedLayerError, quantize
 

@@ -7,7 +7,13 @@ import logging
 import sys
 from pathlib import Path
 
-from emotion_edge_train.config import OPTIMIZERS, TrainConfig, check_stage_list
+from emotion_edge_train.config import (
+    DATA_HELP,
+    DATA_REQUIRED,
+    OPTIMIZERS,
+    TrainConfig,
+    check_stage_list,
+)
 
 QUICK = {
     "arch": "tiny",
@@ -47,9 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     f.add_argument(
         "--data",
-        default=defaults.data,
-        help="fer2013.csv[.gz], a folder holding it (+ fer2013new.csv), "
-        "or a Kaggle train/test/<class>/ folder",
+        default=None,
+        help=f"required: {DATA_HELP}, or a Kaggle train/test/<class>/ folder",
     )
     f.add_argument("--out", default=defaults.out, help="run folder (checkpoints, logs, metrics)")
     f.add_argument("--arch", default=defaults.arch, choices=["vgg", "tiny"])
@@ -169,13 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     e.add_argument("model", type=Path)
-    e.add_argument("--data", default="../shared/data")
+    e.add_argument("--data", default=None, help=f"required: {DATA_HELP}")
     e.add_argument("--out", type=Path, default=None, help="folder for metrics.json and PNGs")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if "data" in vars(args) and not args.data:  # every subcommand that reads FER2013
+        parser.error(DATA_REQUIRED)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

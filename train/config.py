@@ -18,10 +18,14 @@ def check_stage_list(name: str, values: Sequence[int]) -> tuple[int, ...]:
 
 OPTIMIZERS = ("adam", "sgd")  # sgd: with Nesterov momentum
 
+# The data has no default location: the product's CLIs never reach outside the repository.
+DATA_HELP = "fer2013.csv[.gz] or the folder holding it (+ fer2013new.csv), e.g. ../shared/data"
+DATA_REQUIRED = "--data is required: the folder with fer2013.csv[.gz] (e.g. --data ../shared/data)"
+
 
 @dataclass
 class TrainConfig:
-    data: str = "../shared/data"
+    data: str = ""  # required: see DATA_REQUIRED
     out: str = "runs/train"
     arch: str = "vgg"
     width: int = 20

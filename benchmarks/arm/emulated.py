@@ -74,8 +74,8 @@ def pitfall_check(root: Path, qemu: str, app: Path, model: Path) -> dict:
     cpuinfo = root / "proc" / "cpuinfo"
     saved = cpuinfo.read_bytes() if cpuinfo.is_file() else None
     code = (
-        "from emotion_edge.classify.litert import make_interpreter; import sys; "
-        f"make_interpreter(model_path={str(model)!r}, num_threads=1); print('ok')"
+        "from emotion_edge.classify.classifier import EmotionClassifier; "
+        f"EmotionClassifier({str(model)!r}, num_threads=1); print('ok')"
     )
     result = {}
     try:

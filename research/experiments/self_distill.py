@@ -6,7 +6,7 @@ PrivateTest on the committed model, so the hope is to fold that gain into one pa
 weaker augmentation and a small learning rate decaying to 0. Selection on PublicTest, then the
 BatchNorm re-measurement, as in the recipe. Results in OUT/result.json; see README "Training".
 
-    .venv/bin/python train/experiments/self_distill.py --out runs/self_distill
+    .venv/bin/python research/experiments/self_distill.py --out runs/self_distill
 """
 
 from __future__ import annotations

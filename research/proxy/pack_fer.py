@@ -4,7 +4,7 @@ The images go as lossless WebP mosaics of 1,000 faces (about 56 MB, which fits t
 device call carries); the targets as an .npz with both the FER2013 one-hot and the FER+ vote
 distribution of every Training row, so the proxy can mix them at any --fer2013-weight.
 
-    .venv/bin/python train/proxy/pack_fer.py --data ../shared/data --out .gpu
+    .venv/bin/python research/proxy/pack_fer.py --data ../shared/data --out .gpu
 """
 
 from __future__ import annotations

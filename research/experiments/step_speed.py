@@ -6,7 +6,7 @@ Adam) for each variant, each in its own process because the oneDNN instruction s
 chosen before TensorFlow is imported. Variants run interleaved, `--rounds` times, and the
 medians are printed with their ratio to the first variant. See README "Training".
 
-    .venv/bin/python train/experiments/step_speed.py \
+    .venv/bin/python research/experiments/step_speed.py \
         "isa=AVX2 batch=64" "isa=AVX2 batch=128" "isa=AVX512_CORE_BF16 batch=64" \
         "isa=AVX2 batch=64 jit=1" "isa=AVX512_CORE_BF16 batch=64 bf16=1"
 """
