@@ -54,3 +54,6 @@ class TrainConfig:
     bn_recalibrate: bool = True  # re-measure BatchNorm statistics on clean Training images
     swa_epochs: int = 0  # >0: that many weight-averaging epochs after the main schedule
     swa_lr: float = 3e-4  # peak of the per-epoch cosine during SWA
+    teacher_labels: str = ""  # soft-label file (emotion-edge-train soft-labels); "" = none
+    teacher_weight: float = 0.5  # share of the teachers' probabilities in the targets
+    device_crop_prob: float = 0.0  # chance a Training image is the daemon's re-crop of it

@@ -18,7 +18,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from emotion_edge.preprocess import INPUT_SCALE, INPUT_SIZE, resolve_labels, to_float_input
+from emotion_edge.preprocess import (
+    FACE_CROP_SCALE,
+    FACE_CROP_SHIFT_Y,
+    INPUT_SCALE,
+    INPUT_SIZE,
+    resolve_labels,
+    to_float_input,
+)
 from emotion_edge_train.augment import AugmentConfig, augment_batch
 from emotion_edge_train.batchnorm import accuracy, recalibrate_if_better
 from emotion_edge_train.config import OPTIMIZERS, TrainConfig
@@ -33,6 +40,7 @@ from emotion_edge_train.evaluate import (
 )
 from emotion_edge_train.model import build_model
 from emotion_edge_train.swa import EpochCosineLR, WeightAverager, averaged_model
+from emotion_edge_train.teachers import dataset_fingerprint, load_soft_labels
 from emotion_edge_train.tf_env import keras, tf
 
 log = logging.getLogger(__name__)
@@ -57,6 +65,12 @@ def prepare_rows(ds: FerDataset, cfg: TrainConfig, labels: tuple[str, ...]):
             report.train_in_test,
         )
     train_rows, y_train = make_targets(ds, train_rows, labels, cfg.label_mode, cfg.fer2013_weight)
+    if cfg.teacher_labels:
+        soft = load_soft_labels(Path(cfg.teacher_labels), ds, labels)[train_rows]
+        y_train = (1.0 - cfg.teacher_weight) * y_train + cfg.teacher_weight * soft
+        log.info(
+            "targets: %.2f x teachers' soft labels from %s", cfg.teacher_weight, cfg.teacher_labels
+        )
     if cfg.limit_train:
         rng = np.random.default_rng(cfg.seed or 0)
         pick = np.sort(rng.choice(len(train_rows), min(cfg.limit_train, len(train_rows)), False))
@@ -73,15 +87,23 @@ def class_weights(y: np.ndarray, power: float) -> np.ndarray:
     return (w / np.average(w, weights=counts)).astype(np.float32)  # mean sample weight 1
 
 
-def make_dataset(images, targets, weights, cfg: TrainConfig, training: bool):
+def make_dataset(images, targets, weights, cfg: TrainConfig, training: bool, alt_images=None):
+    """Batches of (input, target, weight); with `alt_images` (the daemon's re-crops of the
+    same faces) each training sample is its re-crop with probability cfg.device_crop_prob."""
     x = images.reshape(-1, INPUT_SIZE, INPUT_SIZE, 1)
-    ds = tf.data.Dataset.from_tensor_slices((x, targets, weights))
+    use_alt = training and alt_images is not None and cfg.device_crop_prob > 0
+    alt = alt_images.reshape(-1, INPUT_SIZE, INPUT_SIZE, 1) if use_alt else x[:1]
+    ds = tf.data.Dataset.from_tensor_slices(((x, alt) if use_alt else x, targets, weights))
     if training:
         ds = ds.shuffle(len(x), seed=cfg.seed, reshuffle_each_iteration=True)
     ds = ds.batch(cfg.batch_size)
     aug = AugmentConfig().scaled(cfg.augment_strength)
 
     def to_input(xb, yb, wb):
+        if use_alt:
+            xa, xd = xb
+            pick = tf.random.uniform([tf.shape(xa)[0], 1, 1, 1]) < cfg.device_crop_prob
+            xb = tf.where(pick, xd, xa)
         xb = tf.cast(xb, tf.float32) * INPUT_SCALE
         if training and cfg.augment:
             xb = augment_batch(xb, aug)
@@ -133,7 +155,20 @@ def train(cfg: TrainConfig) -> dict:
         labels,
         np.round(cw, 2).tolist(),
     )
-    train_ds = make_dataset(ds.images[train_rows], y_train, w_train, cfg, training=True)
+    alt = None
+    if cfg.device_crop_prob > 0:
+        from emotion_edge_train.device_crops import cached_device_framed
+
+        crops, found = cached_device_framed(
+            ds.images, dataset_fingerprint(ds), FACE_CROP_SCALE, FACE_CROP_SHIFT_Y
+        )
+        alt = crops[train_rows]
+        log.info(
+            "device-framed crops for %.0f %% of Training images (detector found %.1f %%)",
+            100 * cfg.device_crop_prob,
+            100 * found[train_rows].mean(),
+        )
+    train_ds = make_dataset(ds.images[train_rows], y_train, w_train, cfg, True, alt)
     val_ds = make_dataset(ds.images[val_rows], y_val, np.ones(len(y_val), np.float32), cfg, False)
     clean_train_ds = make_dataset(ds.images[train_rows], y_train, w_train, cfg, training=False)
 

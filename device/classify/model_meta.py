@@ -12,7 +12,7 @@ Format "emotion-edge-model/1":
       "labels": ["angry", ...],            # output order
       "input": {"size": 48, "channels": 1, "dtype": "int8", "scale": 0.0039..,
                 "zero_point": -128, "normalization": "pixel / 255",
-                "face_crop_scale": 1.25, "face_crop_shift_y": 0.0},
+                "face_crop_scale": 1.15, "face_crop_shift_y": -0.05},
       "output": {"dtype": "int8", "scale": .., "zero_point": .., "activation": "softmax"},
       "training": {...}, "metrics": {...}   # free-form provenance
     }

@@ -1,0 +1,110 @@
+"""Teacher soft labels: what an ensemble of trained models predicts for every FER2013 image.
+
+A later training stage (a distilled student) mixes these into its targets. They are computed
+once, from the teachers' float weights, flip-averaged (each teacher sees the image and its
+mirror), and written as a small compressed file that is committed, so a stage on a fresh
+machine continues from the repository alone, without the teachers' training runs:
+
+    emotion-edge-train soft-labels train/artifacts/emotion_float.h5 runs/teacher_s2/best.h5 \
+        --data ../shared/data --out train/artifacts/teachers/soft_labels.npz
+
+The file holds one row per dataset row (all three splits, so the ensemble can be scored on
+PublicTest), the label order, each teacher's sha256 and a fingerprint of the images, which
+`load_soft_labels` checks against the data it is used with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+from emotion_edge.preprocess import to_float_input
+from emotion_edge_train.data import FerDataset
+
+log = logging.getLogger(__name__)
+
+FORMAT = "emotion-edge-soft-labels/1"
+
+
+class SoftLabelError(ValueError):
+    """A soft-label file that does not fit the data or labels it is used with."""
+
+
+def dataset_fingerprint(ds: FerDataset) -> str:
+    """Content hash of the images and labels, the same on every machine with the same data."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(ds.images).tobytes())
+    h.update(np.ascontiguousarray(ds.labels).astype(np.int64).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def ensemble_probs(predict_fns, images: np.ndarray, batch: int = 1024) -> np.ndarray:
+    """Mean of each teacher's probabilities on the images and on their mirror images."""
+    total = np.zeros((len(images), 0), np.float64)
+    for n, predict in enumerate(predict_fns):
+        probs = []
+        for i in range(0, len(images), batch):
+            x = to_float_input(images[i : i + batch])
+            probs.append((predict(x) + predict(x[:, :, ::-1, :])) / 2.0)
+        p = np.concatenate(probs).astype(np.float64)
+        total = p if n == 0 else total + p
+    return (total / max(1, len(predict_fns))).astype(np.float32)
+
+
+def compute_soft_labels(
+    teacher_paths: list[Path], ds: FerDataset, labels: tuple[str, ...], out: Path
+) -> dict:
+    """Predict with every teacher, write the file, return a summary with per-split accuracy."""
+    from emotion_edge_train.tf_env import keras
+
+    fns = []
+    for path in teacher_paths:
+        model = keras.models.load_model(path, compile=False)
+        n_out = int(model.output.shape[-1])
+        if n_out != len(labels):
+            raise SoftLabelError(f"{path}: {n_out} outputs, expected {len(labels)} {labels}")
+        fns.append(lambda x, m=model: m.predict(x, batch_size=512, verbose=0))
+        log.info("teacher %s: %d parameters", path, model.count_params())
+    probs = ensemble_probs(fns, ds.images)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        out,
+        format=np.array(FORMAT),
+        probs=probs.astype(np.float16),
+        labels=np.array(labels),
+        teachers=np.array([str(p) for p in teacher_paths]),
+        teacher_sha256=np.array([_sha256(p) for p in teacher_paths]),
+        fingerprint=np.array(dataset_fingerprint(ds)),
+    )
+    pred = probs.argmax(1)
+    summary = {"file": str(out), "size_bytes": out.stat().st_size, "teachers": len(fns)}
+    for split in ("Training", "PublicTest", "PrivateTest"):
+        rows = ds.split(split)
+        summary[f"accuracy_{split}"] = round(float(np.mean(pred[rows] == ds.labels[rows])), 4)
+    return summary
+
+
+def load_soft_labels(path: Path, ds: FerDataset, labels: tuple[str, ...]) -> np.ndarray:
+    """float32 [n_rows, n_labels] for `ds`, checked against its fingerprint and label order."""
+    path = Path(path)
+    if not path.is_file():
+        raise SoftLabelError(f"{path}: soft-label file not found")
+    with np.load(path) as z:
+        if str(z["format"]) != FORMAT:
+            raise SoftLabelError(f"{path}: format {z['format']}, expected {FORMAT}")
+        file_labels = tuple(str(v) for v in z["labels"])
+        if file_labels != tuple(labels):
+            raise SoftLabelError(f"{path}: labels {file_labels}, training uses {tuple(labels)}")
+        if str(z["fingerprint"]) != dataset_fingerprint(ds):
+            raise SoftLabelError(
+                f"{path}: made from other data than {ds.source} (image fingerprint differs)"
+            )
+        probs = z["probs"].astype(np.float32)
+    probs /= np.maximum(probs.sum(1, keepdims=True), 1e-6)
+    return probs
