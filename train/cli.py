@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -163,9 +164,43 @@ def build_parser() -> argparse.ArgumentParser:
         help="learning rate at the start of each SWA epoch (cosine down to 1/30 of it)",
     )
     f.add_argument(
+        "--teacher-labels",
+        default=defaults.teacher_labels,
+        metavar="NPZ",
+        help="distil from teachers: their soft labels (emotion-edge-train soft-labels) mixed "
+        "into the targets",
+    )
+    f.add_argument(
+        "--teacher-weight",
+        type=float,
+        default=defaults.teacher_weight,
+        help="share of the teachers' probabilities in the targets (with --teacher-labels)",
+    )
+    f.add_argument(
+        "--device-crop-prob",
+        type=float,
+        default=defaults.device_crop_prob,
+        help="chance that a Training image is replaced by the daemon's own crop of it "
+        "(detector + crop rule in a camera-like frame), so the model learns that framing too",
+    )
+    f.add_argument(
         "--quick",
         action="store_true",
         help="pipeline check in about a minute: tiny net, 2000 rows, 2 epochs",
+    )
+
+    s = sub.add_parser(
+        "soft-labels",
+        help="teacher soft labels: flip-averaged ensemble predictions for every image",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    s.add_argument("teachers", type=Path, nargs="+", help="teacher float models (.h5)")
+    s.add_argument("--data", default=None, help=f"required: {DATA_HELP}")
+    s.add_argument(
+        "--out",
+        type=Path,
+        default=Path("train/artifacts/teachers/soft_labels.npz"),
+        help="output file (commit it: the student stage reads it)",
     )
 
     e = sub.add_parser(
@@ -192,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "fit":
             return _fit(args)
+        if args.command == "soft-labels":
+            return _soft_labels(args)
         return _evaluate(args)
     except DataError as exc:
         logging.error("%s", exc)
@@ -229,7 +266,16 @@ def _fit(args) -> int:
         bn_recalibrate=not args.no_bn_recalibrate,
         swa_epochs=args.swa_epochs,
         swa_lr=args.swa_lr,
+        teacher_labels=args.teacher_labels,
+        teacher_weight=args.teacher_weight,
+        device_crop_prob=args.device_crop_prob,
     )
+    for name in ("teacher_weight", "device_crop_prob"):
+        if not 0.0 <= getattr(cfg, name) <= 1.0:
+            logging.error(
+                "--%s: must be in [0, 1], got %g", name.replace("_", "-"), getattr(cfg, name)
+            )
+            return 2
     if args.quick:
         for k, v in QUICK.items():
             setattr(cfg, k, v)
@@ -241,6 +287,25 @@ def _fit(args) -> int:
         logging.error("--labels: %s", exc)
         return 2
     train(cfg)
+    return 0
+
+
+def _soft_labels(args) -> int:
+    from emotion_edge.preprocess import FER2013_LABELS
+    from emotion_edge_train.data import load_fer
+    from emotion_edge_train.teachers import SoftLabelError, compute_soft_labels
+
+    missing = [str(p) for p in args.teachers if not p.is_file()]
+    if missing:
+        logging.error("teacher model(s) not found: %s", ", ".join(missing))
+        return 2
+    try:
+        summary = compute_soft_labels(args.teachers, load_fer(args.data), FER2013_LABELS, args.out)
+    except SoftLabelError as exc:
+        logging.error("%s", exc)
+        return 2
+    logging.info("soft labels: %s", summary)
+    print(json.dumps(summary, indent=2))
     return 0
 
 

@@ -28,8 +28,8 @@ from emotion_edge.preprocess import (
 )
 from emotion_edge_train.augment import AugmentConfig, augment_batch
 from emotion_edge_train.batchnorm import accuracy, recalibrate_if_better
-from emotion_edge_train.config import OPTIMIZERS, TrainConfig
-from emotion_edge_train.data import FerDataset, find_duplicates, load_fer, make_targets
+from emotion_edge_train.config import DATA_REQUIRED, OPTIMIZERS, TrainConfig
+from emotion_edge_train.data import DataError, FerDataset, find_duplicates, load_fer, make_targets
 from emotion_edge_train.evaluate import (
     SPLITS,
     evaluate,
@@ -144,6 +144,8 @@ def train(cfg: TrainConfig) -> dict:
     started = time.time()
 
     # Data
+    if not cfg.data:
+        raise DataError(DATA_REQUIRED)
     ds = load_fer(cfg.data)
     train_rows, y_train, val_rows, y_val, dup_report = prepare_rows(ds, cfg, labels)
     cw = class_weights(y_train, cfg.class_weight_power)

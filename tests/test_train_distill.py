@@ -1,0 +1,105 @@
+"""Distillation stage pieces on generated data: teacher soft labels, a student trained on
+them, and the daemon-framed re-crops of training images."""
+
+import json
+
+import numpy as np
+import pytest
+from fer_fixtures import make_fer_files
+
+pytest.importorskip("tensorflow", reason="training needs the [train] extra")
+
+from emotion_edge.preprocess import FER2013_LABELS  # noqa: E402
+from emotion_edge_train import cli as train_cli  # noqa: E402
+from emotion_edge_train.data import load_fer  # noqa: E402
+from emotion_edge_train.teachers import (  # noqa: E402
+    SoftLabelError,
+    ensemble_probs,
+    load_soft_labels,
+)
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fer")
+    make_fer_files(root)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EMOTION_EDGE_CACHE", str(root / "cache"))
+        out = root / "teacher"
+        assert train_cli.main(["fit", "--quick", "--data", str(root), "--out", str(out)]) == 0
+        yield root, out / "best.h5"
+
+
+def test_ensemble_averages_teachers_and_mirror_images():
+    images = np.random.default_rng(0).integers(0, 256, (5, 48, 48), dtype=np.uint8)
+
+    def left_bright(x):  # probability of class 0 = mean of the left half
+        p0 = x[:, :, :24, 0].mean(axis=(1, 2))
+        return np.stack([p0, 1 - p0], 1)
+
+    def const(x):
+        return np.tile([0.2, 0.8], (len(x), 1))
+
+    probs = ensemble_probs([left_bright, const], images)
+    x = images / 255.0
+    flip_mean = (x[:, :, :24].mean((1, 2)) + x[:, :, ::-1][:, :, :24].mean((1, 2))) / 2
+    np.testing.assert_allclose(probs[:, 0], (flip_mean + 0.2) / 2, rtol=1e-5)
+
+
+def test_soft_labels_file_checked_against_its_data(teacher, tmp_path, monkeypatch):
+    root, model = teacher
+    monkeypatch.setenv("EMOTION_EDGE_CACHE", str(root / "cache"))
+    out = tmp_path / "soft.npz"
+    args = ["soft-labels", str(model), str(model), "--data", str(root), "--out", str(out)]
+    assert train_cli.main(args) == 0
+    ds = load_fer(root)
+    probs = load_soft_labels(out, ds, FER2013_LABELS)
+    assert probs.shape == (len(ds), 7)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-3)
+    with pytest.raises(SoftLabelError, match="labels"):
+        load_soft_labels(out, ds, FER2013_LABELS[:5])
+    other = tmp_path / "other"
+    other.mkdir()
+    make_fer_files(other, seed=1)
+    with pytest.raises(SoftLabelError, match="other data"):
+        load_soft_labels(out, load_fer(other, cache=False), FER2013_LABELS)
+    missing = ["soft-labels", str(tmp_path / "nope.h5"), "--data", str(root), "--out", str(out)]
+    assert train_cli.main(missing) == 2
+
+
+def test_student_trains_on_soft_labels_and_device_crops(teacher, tmp_path, monkeypatch):
+    root, model = teacher
+    monkeypatch.setenv("EMOTION_EDGE_CACHE", str(root / "cache"))
+    soft = tmp_path / "soft.npz"
+    assert train_cli.main(["soft-labels", str(model), "--data", str(root), "--out", str(soft)]) == 0
+    out = tmp_path / "student"
+    args = ["fit", "--quick", "--data", str(root), "--out", str(out), "--teacher-labels"]
+    args += [str(soft), "--teacher-weight", "0.6", "--device-crop-prob", "0.5"]
+    assert train_cli.main(args) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["config"]["teacher_labels"] == str(soft)
+    assert (m["config"]["teacher_weight"], m["config"]["device_crop_prob"]) == (0.6, 0.5)
+    assert list(root.glob("cache/device-crops-*.npz")), "re-crops are cached"
+    bad = ["fit", "--quick", "--data", str(root), "--out", str(out), "--teacher-weight", "2"]
+    assert train_cli.main(bad) == 2
+
+
+def test_device_framed_recrops_a_real_face():
+    import cv2
+    from emotion_edge.config import DetectorConfig
+    from emotion_edge.detect.detector import make_detector
+    from emotion_edge.preprocess import crop_face
+    from emotion_edge_train.device_crops import device_framed
+
+    skimage_data = pytest.importorskip("skimage.data")
+    gray = cv2.cvtColor(skimage_data.astronaut(), cv2.COLOR_RGB2GRAY)
+    (det,) = [d for d in make_detector(DetectorConfig()).detect(gray) if d.score > 0.7][:1]
+    face = crop_face(gray, det.box, 1.3, -0.1)  # a FER-like framing of a real face
+    noise = np.random.default_rng(0).integers(0, 256, (1, 48, 48), dtype=np.uint8)
+    crops, found = device_framed(np.stack([face, noise[0]]))
+    assert found.tolist() == [True, False]
+    assert crops.shape == (2, 48, 48) and crops.dtype == np.uint8
+    np.testing.assert_array_equal(crops[1], noise[0])  # not found: the dataset crop is kept
+    assert not np.array_equal(crops[0], face)
+    # the re-crop is the same face, framed a little tighter: still strongly correlated
+    assert np.corrcoef(crops[0].ravel(), face.ravel())[0, 1] > 0.5
