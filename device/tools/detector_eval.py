@@ -128,7 +128,7 @@ def evaluate(
     tp = sum(p.found for p in per)
     fp = sum(p.false_pos for p in per)
     return EvalResult(
-        detector=getattr(detector, "name", type(detector).__name__),
+        detector=detector.name,
         images=len(per),
         labelled=labelled,
         true_pos=tp,
