@@ -130,6 +130,12 @@ class PipelineConfig:
 @dataclass
 class OutputConfig:
     mode: str = setting("stdout", "stdout (JSON lines) or mqtt", choices=("stdout", "mqtt"))
+    timeline_interval_s: float = setting(
+        0.0,
+        "seconds between timeline samples (every face's probabilities; 0 = off)",
+        min=0.0,
+        max=86400.0,
+    )
 
 
 @dataclass
@@ -158,6 +164,27 @@ class MqttConfig:
     )
     spool_max_events: int = setting(
         10000, "events kept while the broker is away (oldest dropped)", min=1, max=10_000_000
+    )
+    memory_queue_events: int = setting(
+        1000,
+        "events held in memory while the spool cannot be written (full or failing disk); "
+        "sent from there, moved to the spool when it works again, oldest dropped beyond",
+        min=1,
+        max=1_000_000,
+    )
+    protocol: str = setting(
+        "5",
+        'MQTT version: "5" checks the broker\'s answer to every event (refused = counted as '
+        'rejected) and detects a second device with our id; "3.1.1" for old brokers, which '
+        "acknowledge events they refuse (ACL), so those count as delivered and are lost",
+        choices=("5", "3.1.1"),
+    )
+    takeover_backoff_s: float = setting(
+        60.0,
+        "MQTT 5: wait this long before reconnecting after another client took our session "
+        "(two devices with one device id); doubles on repeats, up to 10x",
+        min=0.1,
+        max=3600.0,
     )
     reconnect_min_s: float = setting(
         1.0, "first reconnect delay (doubles up to the max)", min=0.1, max=3600.0
@@ -198,6 +225,54 @@ class PrivacyConfig:
 
 
 @dataclass
+class WebConfig:
+    enabled: bool = setting(False, "serve the live view page (kiosk screen) over HTTP")
+    host: str = setting(
+        "127.0.0.1",
+        "address to listen on; anything but loopback needs allow_remote = true and a token",
+    )
+    port: int = setting(8080, "TCP port of the live view", min=1, max=65535)
+    max_fps: float = setting(
+        10.0, "frame rate cap of the picture stream and the push channel", min=0.5, max=60.0
+    )
+    jpeg_quality: int = setting(70, "JPEG quality of the streamed picture", min=10, max=100)
+    stream_width: int = setting(
+        640,
+        "width of the streamed picture in pixels; the height keeps the aspect",
+        min=64,
+        max=3840,
+    )
+    max_clients: int = setting(
+        4, "concurrent picture streams + push channels; more get HTTP 503", min=1, max=64
+    )
+    send_timeout_s: float = setting(
+        10.0,
+        "a client that takes longer than this to accept a frame is dropped",
+        min=0.5,
+        max=600.0,
+    )
+    allow_remote: bool = setting(
+        False, "allow a non-loopback host (faces leave the device!); needs a token"
+    )
+    token_env: str = setting(
+        "EMOTION_EDGE_WEB_TOKEN", "environment variable holding the access token"
+    )
+    token_file: str = setting("", "file holding the access token (first line); wins over the env")
+
+    def token(self) -> str:
+        """The access token from token_file (first line) or the env variable; "" when none."""
+        if self.token_file:
+            try:
+                text = Path(self.token_file).expanduser().read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ConfigError(f"web.token_file: cannot read ({exc})") from None
+            return text.splitlines()[0].strip() if text.strip() else ""
+        if self.token_env:
+            return os.environ.get(self.token_env, "").strip()
+        return ""
+
+
+@dataclass
 class LoggingConfig:
     level: str = setting("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
@@ -212,6 +287,7 @@ TABLE_ORDER = (
     "output",
     "mqtt",
     "privacy",
+    "web",
     "logging",
 )
 
@@ -229,6 +305,7 @@ class AppConfig:
     output: OutputConfig
     mqtt: MqttConfig
     privacy: PrivacyConfig
+    web: WebConfig
     logging: LoggingConfig
     path: str = ""
 
@@ -250,5 +327,6 @@ TABLES: dict[str, type] = {
     "output": OutputConfig,
     "mqtt": MqttConfig,
     "privacy": PrivacyConfig,
+    "web": WebConfig,
     "logging": LoggingConfig,
 }
