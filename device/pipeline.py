@@ -28,6 +28,7 @@ from emotion_edge.stats import BudgetFigures, FrameCounters, StageTimes, stats_p
 from emotion_edge.systemd_notify import SystemdNotifier
 from emotion_edge.track.events import EmotionEvent, EventEngine, FaceObservation, state_payload
 from emotion_edge.track.smoothing import EmaSmoother
+from emotion_edge.track.timeline import TimelineSampler
 from emotion_edge.track.tracker import IouTracker
 from emotion_edge.video.capture import FrameFeed
 from emotion_edge.video.frames import Frame
@@ -149,6 +150,15 @@ class Pipeline:
         self.tracker = IouTracker(t)
         self.smoother = EmaSmoother(t.smoothing_tau_s)
         self.engine = EventEngine(t, classifier.labels, self.device_id, self.model_version)
+        # timeline samples: every announced face's probabilities, at [output] timeline_interval_s
+        self.timeline: TimelineSampler | None = None
+        if cfg.output.timeline_interval_s > 0:
+            self.timeline = TimelineSampler(
+                cfg.output.timeline_interval_s,
+                classifier.labels,
+                self.device_id,
+                self.model_version,
+            )
         p = cfg.pipeline
         self.budget = BudgetController(
             p.budget_ms, p.detect_every_n, p.max_detect_every_n, p.adaptive
@@ -321,6 +331,7 @@ class Pipeline:
         self._last_frame_index = frame.index
         if events:
             self._publish_state()
+        self._sample_timeline(frame, obs, (w, h))
         t_end = time.monotonic()
         self.times.add("publish", (t_end - t4) * 1000.0)
 
@@ -331,6 +342,17 @@ class Pipeline:
         self._interval_frames += 1
         self.budget.observe(total_ms, detected, detect_ms)
         return events
+
+    def _sample_timeline(self, frame: Frame, obs: list[FaceObservation], size) -> None:
+        """A timeline sample of the announced faces when one is due (track/timeline.py)."""
+        if self.timeline is None or not self.timeline.due(frame.timestamp):
+            return
+        announced = [o for o in obs if (st := self.engine.faces.get(o.face_id)) and st.announced]
+        payload = self.timeline.sample(
+            announced, frame.index, size, frame.timestamp, self.clock(), frame.name
+        )
+        if payload is not None:
+            self.output.publish_timeline(payload)
 
     def _snapshot(self, frame: Frame, box) -> str | None:
         """JPEG of the face crop, base64 - only reached with [privacy] allow_snapshots.

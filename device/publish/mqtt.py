@@ -231,18 +231,30 @@ class MqttPublisher:
         Independent of the event sender: each call hands waiting samples to paho (which
         re-sends its unacknowledged ones after a reconnect) and deletes those paho reports
         delivered; one left unacknowledged at stop is sent again at the next start, with the
-        same `sample_id` (consumers de-duplicate). Counts: stats() timeline_*.
+        same `sample_id` (consumers de-duplicate). A spool that cannot be written (full or
+        failing disk) loses the sample, counted in timeline_lost and logged once a minute.
+        Counts: stats() timeline_*.
         """
         tl = self.__dict__.get("_timeline")
-        if tl is None:  # created on first use: no file unless the timeline is on
-            path = self.spool.path.with_name(f"{self.spool.path.stem}.timeline.sqlite3")
-            tl = self._timeline = {"spool": EventSpool(path, self.cfg.spool_max_events), "mids": {}}
-        spool, handed = tl["spool"], tl["mids"]
-        dropped = spool.put(str(payload["sample_id"]), _json(payload))
-        acked = [sid for sid, info in handed.items() if info.is_published()]
-        for sid in [*dropped, *acked]:
-            handed.pop(sid, None)
-            spool.ack(sid)
+        try:
+            if tl is None:  # created on first use: no file unless the timeline is on
+                path = self.spool.path.with_name(f"{self.spool.path.stem}.timeline.sqlite3")
+                spool = EventSpool(path, self.cfg.spool_max_events)
+                tl = self._timeline = {"spool": spool, "mids": {}, "logged": 0.0}
+            spool, handed = tl["spool"], tl["mids"]
+            dropped = spool.put(str(payload["sample_id"]), _json(payload))
+            acked = [sid for sid, info in handed.items() if info.is_published()]
+            for sid in [*dropped, *acked]:
+                handed.pop(sid, None)
+                spool.ack(sid)
+        except STORAGE_ERRORS as exc:
+            with self._lock:
+                self._stats["timeline_lost"] = self._stats.get("timeline_lost", 0) + 1
+            if tl is None or time.monotonic() - tl["logged"] > 60:
+                if tl is not None:
+                    tl["logged"] = time.monotonic()
+                log.error("MQTT: timeline sample lost, the timeline spool failed: %s", exc)
+            return
         with self._lock:
             st = self._stats
             st["timeline_samples"] = st.get("timeline_samples", 0) + 1

@@ -65,6 +65,9 @@ class StdoutOutput:
         if self.include_stats:
             self._write(payload)
 
+    def publish_timeline(self, payload: dict) -> None:
+        self._write(payload)
+
     def stats(self) -> dict:
         return {"lines_written": self.lines, "events_written": self.events, "broken": self.broken}
 

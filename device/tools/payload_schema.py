@@ -12,7 +12,7 @@ from pathlib import Path
 
 from emotion_edge.schemas import SCHEMA_DIR  # noqa: E402
 
-KINDS = ("event", "state", "stats")
+KINDS = ("event", "state", "stats", "timeline", "marker")
 
 
 def schema_path(kind: str) -> Path:
@@ -27,7 +27,7 @@ def load_schema(kind: str) -> dict:
 
 
 def payload_kind(payload: dict) -> str:
-    """'event', 'state' or 'stats' from the payload's "schema" field."""
+    """'event', 'state', 'stats', 'timeline' or 'marker' from the payload's "schema" field."""
     name = str(payload.get("schema", ""))
     parts = name.split("/")
     if len(parts) != 3 or parts[0] != "emotion-edge" or parts[1] not in KINDS:

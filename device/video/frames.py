@@ -13,6 +13,7 @@ class Frame:
     index: int  # frame number at the source (counts frames later dropped as stale)
     timestamp: float  # time.time() at capture
     color: np.ndarray | None = None  # BGR when the source has it (only for opt-in snapshots)
+    name: str | None = None  # file name when the frame is one photo of a folder (images source)
 
     @property
     def size(self) -> tuple[int, int]:

@@ -269,7 +269,7 @@ class ImageFolderSource:
                     log.warning("%s: cannot decode %s, skipped", self.name, p.name)
                 continue
             self._good_this_pass = True
-            return Frame(to_gray(img), self._count.next(), time.time(), img)
+            return Frame(to_gray(img), self._count.next(), time.time(), img, name=p.name)
 
     def close(self) -> None:
         self.files = []
