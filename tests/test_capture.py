@@ -214,3 +214,38 @@ def test_stop_is_prompt_and_idempotent(sample_video):
     assert cap.latest(0.5) is None  # nothing after stop, and no waiting for the timeout
     with pytest.raises(RuntimeError):
         cap.start()
+
+
+def test_a_stop_is_not_an_end(sample_video):
+    # final stats of a looping video stopped by SIGTERM must not say source.ended
+    cfg = video_cfg(sample_video, loop=True)
+    cap = Capture(lambda: make_source(cfg), cfg, realtime=True)
+    cap.start()
+    assert cap.latest(2.0) is not None
+    cap.stop()
+    assert not cap.stats()["ended"] and not cap.ended
+
+
+def test_stop_interrupts_a_blocked_read(sample_video):
+    """A source with interrupt() (picamera2) is woken up before the join, so stop() does not
+    wait out a read that blocks until a frame comes."""
+    cfg = video_cfg(sample_video)
+    release = threading.Event()
+
+    class Blocking(FailingAfter):
+        def read(self):
+            if self.read_count >= 1:
+                release.wait(30)
+                raise SourceError("capture cancelled")
+            return super().read()
+
+        def interrupt(self):
+            release.set()
+
+    cap = Capture(lambda: Blocking(make_source(cfg), None), cfg, realtime=False)
+    cap.start()
+    assert cap.latest(5.0) is not None
+    time.sleep(0.1)  # the thread is blocked in its second read now
+    t0 = time.monotonic()
+    cap.stop()
+    assert time.monotonic() - t0 < 1.0 and release.is_set()

@@ -3,6 +3,8 @@ picamera2 source against a fake `picamera2` module (the only fake: libcamera is 
 
 from __future__ import annotations
 
+import concurrent.futures
+import logging
 import socket
 import sys
 import threading
@@ -14,6 +16,7 @@ import numpy as np
 import pytest
 from emotion_edge.config import load_table
 from emotion_edge.errors import ConfigError, SourceError
+from emotion_edge.video.capture import Capture
 from emotion_edge.video.sources import (
     DemoSource,
     ImageFolderSource,
@@ -224,10 +227,9 @@ def test_image_folder_errors(tmp_path):
     with pytest.raises(SourceError, match="no images"):
         make_source(SourceConfig(kind="images", uri=str(tmp_path))).open()
     (tmp_path / "x.jpg").write_bytes(b"garbage")
-    src = make_source(SourceConfig(kind="images", uri=str(tmp_path)))
-    src.open()
+    # at open(), so the daemon's start-up probe exits 2 instead of reopening for ever
     with pytest.raises(SourceError, match="none of the 1 images"):
-        src.read()
+        make_source(SourceConfig(kind="images", uri=str(tmp_path))).open()
 
 
 # -- demo -----------------------------------------------------------------------------------
@@ -256,55 +258,173 @@ def test_demo_without_scikit_image(monkeypatch):
 
 
 # -- picamera2, faked at the module boundary ------------------------------------------------
+#
+# The fake follows picamera2 0.3.x's own code where it matters to the daemon:
+# create_video_configuration() only makes sizes even and picks SMPTE 170M (limited range)
+# below 1280x720 unless a colour space is given; align_configuration() rounds a YUV420 width
+# down to 128 px (Pi 5); configure() writes the final size and the stride back; a YUV420
+# array is (h * 3/2, stride) with padding; capture_arrays() blocks until a frame comes (for
+# ever without wait=, TimeoutError after wait=T seconds), a timed-out job stays queued until
+# cancel_all_and_flush(), and stop() (so close()) queues behind a pending capture and blocks.
+
+BLOCK_LIMIT_S = 20.0  # "forever" in the fake; a test that reaches it fails instead of hanging
+
+
+class FakeColorSpace:
+    """libcamera.ColorSpace: sYCC is full range, SMPTE 170M and Rec709 are limited."""
+
+    class Range:
+        Full = "Range.Full"
+        Limited = "Range.Limited"
+
+    def __init__(self, name: str, rng: str):
+        self.name, self.range = name, rng
+
+    def __repr__(self):
+        return f"<ColorSpace {self.name}>"
+
+    @staticmethod
+    def Sycc():
+        return FakeColorSpace("sYCC", FakeColorSpace.Range.Full)
+
+    @staticmethod
+    def Smpte170m():
+        return FakeColorSpace("SMPTE170M", FakeColorSpace.Range.Limited)
+
+    @staticmethod
+    def Rec709():
+        return FakeColorSpace("Rec709", FakeColorSpace.Range.Limited)
+
+
+def luma(bgr: np.ndarray, colour_space: FakeColorSpace) -> np.ndarray:
+    """The Y plane the ISP would write: full-range BT.601 luma, or limited range 16-235."""
+    gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    if colour_space.range == FakeColorSpace.Range.Full:
+        return gray
+    return np.round(16 + gray.astype(np.float64) * 219.0 / 255.0).astype(np.uint8)
 
 
 class FakePicamera2:
-    """Stands in for picamera2.Picamera2: YUV420 lores buffers made from real video frames,
-    with stride padding as the Pi's ISP adds it."""
-
     instances: list = []
     frames: list = []  # BGR frames to serve
-    fail_after: int | None = None
+    stall_after: dict = {}  # instance number -> frames it delivers before the sensor stops
     no_camera = False
+    sensor_delay_s = 0.0  # SensorTimestamp this long before the frame is handed over
 
     def __init__(self, camera_num=0):
         if FakePicamera2.no_camera:
-            raise IndexError("list index out of range")  # what picamera2 raises with no camera
-        self.config = None
+            # what picamera2 raises when libcamera lists no camera
+            raise RuntimeError("Camera __init__ sequence did not complete.")
+        self.camera_config = None
         self.started = self.closed = False
+        self.aligned = False
         self.n = 0
+        self.number = len(FakePicamera2.instances)
+        self._cond = threading.Condition()
+        self._jobs: list = []  # capture jobs waiting for a frame
         FakePicamera2.instances.append(self)
 
-    def create_video_configuration(self, main=None, lores=None, controls=None, buffer_count=6):
+    @staticmethod
+    def _even(size):
+        return (size[0] - size[0] % 2, size[1] - size[1] % 2)
+
+    def create_video_configuration(
+        self, main=None, lores=None, raw=None, colour_space=None, buffer_count=6, controls=None
+    ):
+        main = {"format": "XBGR8888", "size": (1280, 720), "preserve_ar": True, **(main or {})}
+        main["size"] = self._even(main["size"])
+        if lores is not None:
+            lores = {"format": "YUV420", "size": main["size"], "preserve_ar": False, **lores}
+            lores["size"] = self._even(lores["size"])
+        if colour_space is None:
+            small = main["size"][0] < 1280 or main["size"][1] < 720
+            colour_space = FakeColorSpace.Smpte170m() if small else FakeColorSpace.Rec709()
         return {
-            "main": dict(main),
-            "lores": dict(lores),
+            "main": main,
+            "lores": lores,
+            "raw": {} if raw is None else raw,
+            "colour_space": colour_space,
             "controls": dict(controls or {}),
             "buffer_count": buffer_count,
         }
 
+    def align_configuration(self, config, optimal=True):
+        self.aligned = True
+        for name in ("main", "lores"):
+            stream = config.get(name)
+            if stream is not None and stream["format"] == "YUV420":
+                w, h = stream["size"]
+                stream["size"] = (w - w % 128, h - h % 2)  # PiSP (Pi 5): 64 * 2 for YUV420
+
     def configure(self, config):
-        self.config = config
+        if self.started:
+            raise RuntimeError("Camera must be stopped before configuring")
+        config = dict(config)
+        for name in ("main", "lores"):
+            stream = config.get(name)
+            if stream is not None:
+                stream = config[name] = dict(stream)
+                w, _ = stream["size"]
+                stream["stride"] = (w + 63) // 64 * 64
+        self.camera_config = config
+
+    def camera_configuration(self):
+        return self.camera_config
 
     def start(self):
-        assert self.config is not None, "start before configure"
+        assert self.camera_config is not None, "start before configure"
         self.started = True
 
-    def capture_array(self, name="main"):
-        assert self.started and name == "lores"
-        if FakePicamera2.fail_after is not None and self.n >= FakePicamera2.fail_after:
-            raise RuntimeError("Camera frontend has timed out!")
-        w, h = self.config["lores"]["size"]
+    def capture_arrays(self, names=("main",), wait=None, signal_function=None):
+        assert self.started and not self.closed
+        job = concurrent.futures.Future()
+        stall = FakePicamera2.stall_after.get(self.number)
+        if stall is None or self.n < stall:
+            job.set_result(self._frame(names))
+        else:  # the sensor stopped: the job waits in the queue
+            with self._cond:
+                self._jobs.append(job)
+        timeout = BLOCK_LIMIT_S if wait in (None, True) else wait
+        try:
+            return job.result(timeout)
+        except TimeoutError:
+            if wait in (None, True):
+                pytest.fail("capture_arrays() without wait= blocked (the real one: for ever)")
+            raise
+
+    def _frame(self, names):
+        stream = self.camera_config["main"]
+        w, h = stream["size"]
         bgr = cv2.resize(FakePicamera2.frames[self.n % len(FakePicamera2.frames)], (w, h))
         self.n += 1
         yuv = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420)  # (h * 3/2, w): Y, then U, V
-        stride = (w + 63) // 64 * 64
-        return np.pad(yuv, ((0, 0), (0, stride - w)), constant_values=77)
+        yuv[:h] = luma(bgr, self.camera_config["colour_space"])
+        padded = np.pad(yuv, ((0, 0), (0, stream["stride"] - w)), constant_values=77)
+        sensor_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        sensor_ns -= int(FakePicamera2.sensor_delay_s * 1e9)
+        return [padded for _ in names], {"SensorTimestamp": sensor_ns, "ExposureTime": 10000}
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._jobs)
+
+    def cancel_all_and_flush(self):
+        with self._cond:
+            for job in self._jobs:
+                job.set_exception(concurrent.futures.CancelledError())
+            self._jobs = []
+            self._cond.notify_all()
 
     def stop(self):
+        # the real stop() dispatches a job that runs only after the queued ones
+        with self._cond:
+            if not self._cond.wait_for(lambda: not self._jobs, BLOCK_LIMIT_S):
+                pytest.fail("stop() blocked behind a pending capture (the real one: for ever)")
         self.started = False
 
     def close(self):
+        if self.started:
+            self.stop()
         self.closed = True
 
 
@@ -312,53 +432,182 @@ class FakePicamera2:
 def fake_picamera2(monkeypatch, sample_video):
     mod = types.ModuleType("picamera2")
     mod.Picamera2 = FakePicamera2
+    lib = types.ModuleType("libcamera")
+    lib.ColorSpace = FakeColorSpace
     FakePicamera2.instances = []
     FakePicamera2.frames = video_frames(sample_video, 30)
-    FakePicamera2.fail_after = None
+    FakePicamera2.stall_after = {}
     FakePicamera2.no_camera = False
+    FakePicamera2.sensor_delay_s = 0.0
     monkeypatch.setitem(sys.modules, "picamera2", mod)
-    return FakePicamera2
+    monkeypatch.setitem(sys.modules, "libcamera", lib)
+    yield FakePicamera2
+    for cam in FakePicamera2.instances:  # nothing may stay blocked after a test
+        cam.cancel_all_and_flush()
 
 
-def test_picamera2_lores_y_plane(fake_picamera2):
+def test_picamera2_one_full_range_yuv420_stream(fake_picamera2):
     cfg = SourceConfig(kind="picamera2", width=320, height=180, fps=10.0)
     src = make_source(cfg)
     src.open()
     cam = fake_picamera2.instances[0]
-    assert cam.config["lores"] == {"size": (320, 180), "format": "YUV420"}
-    assert cam.config["controls"]["FrameRate"] == 10.0
+    main = cam.camera_config["main"]
+    assert (main["size"], main["format"]) == ((320, 180), "YUV420")
+    assert cam.camera_config["lores"] is None  # no second stream that nothing reads
+    assert cam.camera_config["colour_space"].range == FakeColorSpace.Range.Full  # sYCC
+    assert cam.camera_config["controls"]["FrameRate"] == 10.0
+    assert not cam.aligned
     frames = [src.read() for _ in range(5)]
     src.close()
     assert cam.closed and not cam.started
     f = frames[0]
     assert f.image.shape == (180, 320) and f.image.dtype == np.uint8 and f.color is None
     assert f.image.flags["C_CONTIGUOUS"]
-    # Exactly the Y plane (no chroma rows, no stride padding), and that is the picture's luma:
-    # it tracks OpenCV's gray conversion closely.
+    # Exactly the Y plane (no chroma rows, no stride padding), full range like OpenCV's gray.
     bgr = cv2.resize(fake_picamera2.frames[0], (320, 180))
-    assert np.array_equal(f.image, cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420)[:180])
-    ref = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-    assert np.corrcoef(f.image.ravel(), ref.ravel())[0, 1] > 0.99
+    assert np.array_equal(f.image, cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
     assert [x.index for x in frames] == list(range(5))
+
+
+def test_picamera2_unaligned_width_keeps_its_aspect_ratio(fake_picamera2):
+    # 328 is no multiple of 64 or 128: align_configuration() would make it 256 (a picture
+    # squeezed by 0.78); the daemon keeps 328 and cuts the stride padding (384) off instead.
+    src = make_source(SourceConfig(kind="picamera2", width=328, height=246))
+    src.open()
+    cam = fake_picamera2.instances[0]
+    assert cam.camera_config["main"]["size"] == (328, 246)
+    assert cam.camera_config["main"]["stride"] == 384
+    f = src.read()
+    assert f.image.shape == (246, 328)
+    bgr = cv2.resize(fake_picamera2.frames[0], (328, 246))
+    assert np.array_equal(f.image, cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
+    src.close()
 
 
 def test_picamera2_odd_size_is_made_even(fake_picamera2):
     src = make_source(SourceConfig(kind="picamera2", width=321, height=181))
     src.open()
-    assert fake_picamera2.instances[0].config["lores"]["size"] == (320, 180)
+    assert fake_picamera2.instances[0].camera_config["main"]["size"] == (320, 180)
     assert src.read().image.shape == (180, 320)
     src.close()
 
 
-def test_picamera2_capture_failure_is_a_source_error(fake_picamera2):
-    fake_picamera2.fail_after = 2
-    src = make_source(SourceConfig(kind="picamera2"))
+def test_picamera2_limited_range_is_expanded(fake_picamera2, monkeypatch):
+    # Without libcamera's bindings no colour space can be asked for, so picamera2 picks
+    # SMPTE 170M (Y 16-235): the source measures that from the configuration and expands it.
+    monkeypatch.setitem(sys.modules, "libcamera", None)
+    src = make_source(SourceConfig(kind="picamera2", width=320, height=180))
     src.open()
-    src.read()
-    src.read()
-    with pytest.raises(SourceError, match="capture failed.*timed out"):
-        src.read()
+    cam = fake_picamera2.instances[0]
+    assert cam.camera_config["colour_space"].range == FakeColorSpace.Range.Limited
+    f = src.read()
     src.close()
+    ref = cv2.cvtColor(cv2.resize(fake_picamera2.frames[0], (320, 180)), cv2.COLOR_BGR2GRAY)
+    diff = np.abs(f.image.astype(int) - ref.astype(int))
+    assert diff.max() <= 2 and diff.mean() < 0.8
+    assert f.image.max() > 235 or ref.max() <= 235  # not squeezed into 16-235
+
+
+def test_picamera2_timestamp_is_the_sensors(fake_picamera2):
+    fake_picamera2.sensor_delay_s = 0.25  # exposed 250 ms before the copy is handed over
+    src = make_source(SourceConfig(kind="picamera2", width=320, height=180))
+    src.open()
+    before = time.time()
+    f = src.read()
+    after = time.time()
+    src.close()
+    assert before - 0.3 <= f.timestamp <= after - 0.2
+
+
+def test_picamera2_dead_camera_times_out_and_flushes(fake_picamera2, monkeypatch):
+    monkeypatch.setattr(Picamera2Source, "CAPTURE_TIMEOUT_S", 0.2)
+    fake_picamera2.stall_after = {0: 2}  # two frames, then the cable fails
+    src = make_source(SourceConfig(kind="picamera2", fps=30.0))
+    src.open()
+    cam = fake_picamera2.instances[0]
+    src.read()
+    src.read()
+    t0 = time.monotonic()
+    with pytest.raises(SourceError, match=r"no frame within 0\.3 s .*cable"):
+        src.read()
+    assert time.monotonic() - t0 < 2.0
+    assert cam.pending() == 0  # the timed-out job was cancelled, so stop() cannot block
+    t0 = time.monotonic()
+    src.close()
+    assert time.monotonic() - t0 < 1.0 and cam.closed
+
+
+def test_fake_blocks_like_picamera2(fake_picamera2, monkeypatch):
+    """The fake itself: a capture without wait= blocks, stop() queues behind it."""
+    monkeypatch.setattr(sys.modules[__name__], "BLOCK_LIMIT_S", 30.0)
+    fake_picamera2.stall_after = {0: 0}
+    cam = FakePicamera2()
+    cam.configure(cam.create_video_configuration(main={"size": (64, 48), "format": "YUV420"}))
+    cam.start()
+    with pytest.raises(TimeoutError):
+        cam.capture_arrays(["main"], wait=0.05)
+    cam.cancel_all_and_flush()
+    errors = []
+    t = threading.Thread(
+        target=lambda: errors.append(_exc(lambda: cam.capture_arrays(["main"]))), daemon=True
+    )
+    t.start()
+    time.sleep(0.2)
+    assert t.is_alive() and cam.pending() == 1  # blocked: no wait= given
+    stopper = threading.Thread(target=cam.stop, daemon=True)
+    stopper.start()
+    time.sleep(0.2)
+    assert stopper.is_alive()  # stop() waits behind the pending capture
+    cam.cancel_all_and_flush()
+    t.join(2)
+    stopper.join(2)
+    assert not t.is_alive() and not stopper.is_alive()
+    assert isinstance(errors[0], concurrent.futures.CancelledError)
+
+
+def _exc(fn):
+    try:
+        fn()
+    except BaseException as exc:  # noqa: BLE001
+        return exc
+    return None
+
+
+def test_picamera2_shutdown_never_blocks_on_a_dead_camera(fake_picamera2):
+    # The capture thread waits in a capture (the full default timeout); stop() interrupts it.
+    fake_picamera2.stall_after = {0: 1}
+    cfg = SourceConfig(kind="picamera2", fps=15.0)
+    cap = Capture(lambda: make_source(cfg), cfg)
+    cap.start()
+    assert cap.latest(5.0) is not None
+    deadline = time.monotonic() + 5
+    while fake_picamera2.instances[0].pending() == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert fake_picamera2.instances[0].pending() == 1  # stuck in capture_arrays
+    t0 = time.monotonic()
+    cap.stop()
+    assert time.monotonic() - t0 < 1.5
+    assert fake_picamera2.instances[0].closed
+    assert not cap.stats()["ended"]
+
+
+def test_picamera2_dead_camera_goes_through_the_reopen_path(fake_picamera2, monkeypatch, caplog):
+    monkeypatch.setattr(Picamera2Source, "CAPTURE_TIMEOUT_S", 0.1)
+    fake_picamera2.stall_after = {0: 3}  # the first camera dies after 3 frames; the next works
+    cfg = SourceConfig(kind="picamera2", fps=30.0, reopen_min_s=0.05, reopen_max_s=0.1)
+    cap = Capture(lambda: make_source(cfg), cfg)
+    with caplog.at_level(logging.WARNING, logger="emotion_edge.video.capture"):
+        cap.start()
+        got = []
+        deadline = time.monotonic() + 10
+        while len(got) < 8 and time.monotonic() < deadline:
+            if (f := cap.latest(1.0)) is not None:
+                got.append(f)
+        cap.stop()
+    st = cap.stats()
+    assert len(got) >= 8 and st["reopen_count"] >= 1, st
+    assert "no frame within" in caplog.text and "no frame within" in st["last_error"]
+    assert fake_picamera2.instances[0].closed and len(fake_picamera2.instances) >= 2
 
 
 def test_picamera2_no_camera(fake_picamera2):

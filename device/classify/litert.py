@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from emotion_edge.errors import ModelError
 
 
@@ -32,6 +34,13 @@ def make_interpreter(
     where in-memory `model_content` came from)."""
     cls = interpreter_class()
     what = model_path or name or "model bytes"
+    if model_path is not None:
+        try:
+            size = os.path.getsize(model_path)
+        except OSError as exc:
+            raise ModelError(f"{what}: cannot read the model ({exc.strerror or exc})") from None
+        if size == 0:
+            raise ModelError(f"{what}: empty file, not a TFLite model")
     if model_content is not None and len(model_content) == 0:
         raise ModelError(f"{what}: empty file, not a TFLite model")
     try:

@@ -7,7 +7,8 @@ and the thread waits for the consumer, so a file is processed frame by frame (be
 
 A source that fails is closed and reopened with exponential backoff, forever; one warning is
 logged per backoff step, not per frame. A file source that ends with `loop = false` ends the
-capture (`ended`).
+capture (`ended`; a stop is not an end). `stop()` first calls the source's `interrupt()` when
+it has one, so a read blocked waiting for a camera frame returns at once.
 """
 
 from __future__ import annotations
@@ -94,7 +95,10 @@ class Capture:
 
     @property
     def ended(self) -> bool:
-        """The source ended for good (a file with loop = false) and its frames were taken."""
+        """The source ended for good (a file with loop = false) and its frames were taken.
+
+        Not after stop() (a looping video stopped by SIGTERM did not end) nor after a crash of
+        the thread (no frames come, so the systemd watchdog is not fed and restarts us)."""
         with self._cond:
             return self._ended and self._slot is None
 
@@ -122,6 +126,13 @@ class Capture:
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
+        # a source whose read can block (picamera2 waiting for a frame) is woken up first
+        interrupt = getattr(self._source, "interrupt", None)
+        if interrupt is not None:
+            try:
+                interrupt()
+            except Exception as exc:  # noqa: BLE001 - stopping goes on regardless
+                log.debug("interrupting the source failed: %s", exc)
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
@@ -208,6 +219,8 @@ class Capture:
                         continue
                     log.info("source ended (loop = false)")
                     self._close_source()
+                    with self._cond:
+                        self._ended = True  # only here: not on stop() and not on a crash
                     break
                 self.failures = 0  # frames flow again: the next failure starts a new backoff
                 # Numbered here, not by the source, so numbers keep rising across reopens.
@@ -224,5 +237,4 @@ class Capture:
             raise
         finally:
             with self._cond:
-                self._ended = True
                 self._cond.notify_all()

@@ -8,8 +8,10 @@ pacing: `emotion_edge.video.capture.Capture` reopens them with backoff and paces
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import math
+import threading
 import time
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -227,6 +229,7 @@ class ImageFolderSource:
         self._pos = 0
         self._bad: set[Path] = set()
         self._good_this_pass = False
+        self._pending: tuple[Path, np.ndarray] | None = None  # decoded by open()
         self._count = _Counter()
 
     def open(self) -> None:
@@ -243,12 +246,15 @@ class ImageFolderSource:
             raise SourceError(f"{self.name}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         self._pos = 0
         self._good_this_pass = False
+        # Decode the first good image now: a folder with none is a start-up error (exit 2),
+        # not a source the capture thread would reopen forever.
+        self._pending = self._next_image()
 
-    def read(self) -> Frame | None:
+    def _next_image(self):
+        """(path, BGR image) of the next decodable file, looping as configured; None at the
+        end; SourceError when a whole pass finds nothing decodable."""
         import cv2
 
-        if not self.files:
-            raise SourceError(f"{self.name}: read before open")
         while True:
             if self._pos >= len(self.files):
                 if not self._good_this_pass:
@@ -269,10 +275,20 @@ class ImageFolderSource:
                     log.warning("%s: cannot decode %s, skipped", self.name, p.name)
                 continue
             self._good_this_pass = True
-            return Frame(to_gray(img), self._count.next(), time.time(), img, name=p.name)
+            return p, img
+
+    def read(self) -> Frame | None:
+        if not self.files:
+            raise SourceError(f"{self.name}: read before open")
+        got, self._pending = self._pending or self._next_image(), None
+        if got is None:
+            return None
+        p, img = got
+        return Frame(to_gray(img), self._count.next(), time.time(), img, name=p.name)
 
     def close(self) -> None:
         self.files = []
+        self._pending = None
 
 
 # -- demo: a real photo, panned and zoomed like a camera ----------------------------------------
@@ -351,22 +367,45 @@ class DemoSource:
 
 
 class Picamera2Source:
-    """Raspberry Pi camera through picamera2 (libcamera).
+    """Raspberry Pi camera through picamera2 (libcamera), read against picamera2's own source.
 
-    Detection runs on the low-resolution `lores` stream in YUV420: its first `height` rows are
-    the Y (luma) plane, already the grayscale image, so no colour conversion is spent per frame.
-    The `main` stream (BGR, "RGB888" in picamera2's naming) is configured at the same size so a
-    snapshot could be taken from it; frames carry no colour to keep the per-frame copy small.
+    One stream, `main`, in YUV420 at the configured size: its first `height` rows are the Y
+    (luma) plane, already the grayscale image, so no colour conversion is spent per frame, and
+    no second stream is configured that nothing would read.
+
+    - Size: picamera2 itself only makes it even; `align_configuration()` is not called (it
+      would cut a YUV420 width down to a multiple of 64 px on a Pi 4 or 128 on a Pi 5, 320 to
+      256, and the lores stream would squeeze the picture). The size libcamera settles on is
+      read back after `configure()`, and the rows' stride padding is cut off each frame.
+    - Range: below 1280x720 picamera2 picks SMPTE 170M for video, whose Y is limited range
+      (16-235), while OpenCV and the file sources give full-range gray. sYCC (full range, the
+      JPEG colour space) is asked for instead; should the camera report a limited range
+      anyway, Y is expanded to 0-255 with a lookup table.
+    - Waits: every capture waits at most `capture_timeout_s()` (picamera2 waits forever by
+      default, so a camera whose cable fails would hang the capture thread and the reopen
+      with backoff would never run). On the timeout the pending capture is cancelled
+      (`cancel_all_and_flush()`: else `stop()` queues behind it and blocks forever) and a
+      SourceError sends the camera through Capture's reopen path.
+    - Shutdown: `interrupt()` cancels a capture in progress from another thread, and `close()`
+      runs stop/close on a helper thread with a deadline, so a wedged camera cannot hang it.
+    - Time: a frame's timestamp is the request's own SensorTimestamp (start of exposure,
+      CLOCK_BOOTTIME) in wall-clock time, not the moment the copy was made.
     """
 
     pace_fps: float | None = None
+    CAPTURE_TIMEOUT_S = 2.0  # on top of 3 frame periods; a first frame can take ~1 s
+    CLOSE_TIMEOUT_S = 3.0
 
     def __init__(self, cfg: SourceConfig) -> None:
         self.cfg = cfg
         self.name = "picamera2" + (f":{cfg.uri}" if cfg.uri else "")
         self._cam = None
         self._size = (cfg.width, cfg.height)
+        self._lut: np.ndarray | None = None  # limited -> full range, when the camera says so
         self._count = _Counter()
+
+    def capture_timeout_s(self) -> float:
+        return self.CAPTURE_TIMEOUT_S + 3.0 / float(self.cfg.fps)
 
     def open(self) -> None:
         self.close()
@@ -378,7 +417,7 @@ class Picamera2Source:
                 "python3-picamera2, and create the venv with --system-site-packages); for a USB "
                 'camera use source.kind = "opencv"'
             ) from None
-        # YUV420 needs even sizes; the ISP may align further, read back below.
+        # YUV420 needs even sizes; libcamera may adjust further, read back below.
         w, h = self.cfg.width // 2 * 2, self.cfg.height // 2 * 2
         try:
             cam = Picamera2(int(self.cfg.uri)) if self.cfg.uri.strip() else Picamera2()
@@ -388,52 +427,140 @@ class Picamera2Source:
                 "check the ribbon cable and `rpicam-hello --list-cameras`"
             ) from None
         try:
+            extra = {}
+            full_range = _full_range_colour_space()
+            if full_range is not None:
+                extra["colour_space"] = full_range
             config = cam.create_video_configuration(
-                main={"size": (w, h), "format": "RGB888"},
-                lores={"size": (w, h), "format": "YUV420"},
+                main={"size": (w, h), "format": "YUV420"},
                 controls={"FrameRate": float(self.cfg.fps)},
                 buffer_count=4,
+                **extra,
             )
-            if hasattr(cam, "align_configuration"):
-                cam.align_configuration(config)
             cam.configure(config)
-            self._size = tuple(config["lores"]["size"])
+            final = cam.camera_configuration() or config
+            self._size = tuple(final["main"]["size"])
+            self._lut = _LIMITED_TO_FULL if _is_limited_range(final.get("colour_space")) else None
+            if self._size != (w, h):
+                log.info(
+                    "%s: the camera delivers %dx%d (asked for %dx%d)", self.name, *self._size, w, h
+                )
+            if self._lut is not None:
+                log.info(
+                    "%s: limited-range luma (%s), expanded to full range",
+                    self.name,
+                    final.get("colour_space"),
+                )
             cam.start()
         except Exception as exc:
-            try:
-                cam.close()
-            except Exception:  # already failing: report the first error
-                pass
+            _shut_camera(cam, self.name, self.CLOSE_TIMEOUT_S)
             raise SourceError(f"{self.name}: cannot configure/start the camera ({exc})") from None
         self._cam = cam
 
     def read(self) -> Frame | None:
-        if self._cam is None:
+        cam = self._cam
+        if cam is None:
             raise SourceError(f"{self.name}: read before open")
+        timeout = self.capture_timeout_s()
         try:
-            yuv = self._cam.capture_array("lores")
+            arrays, meta = cam.capture_arrays(["main"], wait=timeout)
+        except (TimeoutError, concurrent.futures.TimeoutError):
+            # the capture job stays queued in picamera2 (and stop() would wait behind it)
+            _call_quietly(cam, "cancel_all_and_flush", self.name)
+            raise SourceError(
+                f"{self.name}: no frame within {timeout:.3g} s (camera cable loose, or the "
+                "sensor stopped); reopening"
+            ) from None
+        except concurrent.futures.CancelledError:
+            raise SourceError(f"{self.name}: capture cancelled (camera closing)") from None
         except Exception as exc:
             raise SourceError(f"{self.name}: capture failed ({exc})") from None
-        ts = time.time()
+        ts = _sensor_wall_time((meta or {}).get("SensorTimestamp"))
+        yuv = arrays[0]
         w, h = self._size
         if yuv.ndim != 2 or yuv.shape[0] < h or yuv.shape[1] < w:
             raise SourceError(
-                f"{self.name}: unexpected lores buffer shape {yuv.shape} "
-                f"for a {w}x{h} YUV420 stream"
+                f"{self.name}: unexpected buffer shape {yuv.shape} for a {w}x{h} YUV420 stream"
             )
         # Rows beyond h are the U/V planes; columns beyond w are stride padding.
-        gray = np.ascontiguousarray(yuv[:h, :w])
+        y = yuv[:h, :w]
+        gray = self._lut[y] if self._lut is not None else np.ascontiguousarray(y)
         return Frame(gray, self._count.next(), ts, None)
+
+    def interrupt(self) -> None:
+        """Cancel a capture another thread waits in (Capture.stop calls this first)."""
+        cam = self._cam
+        if cam is not None:
+            _call_quietly(cam, "cancel_all_and_flush", self.name)
 
     def close(self) -> None:
         cam, self._cam = self._cam, None
-        if cam is None:
-            return
-        for step in ("stop", "close"):
-            try:
-                getattr(cam, step)()
-            except Exception as exc:  # closing a camera that already failed
-                log.debug("%s: %s failed: %s", self.name, step, exc)
+        if cam is not None:
+            _shut_camera(cam, self.name, self.CLOSE_TIMEOUT_S)
+
+
+# full range from limited-range (16-235) luma
+_LIMITED_TO_FULL = np.clip(np.round((np.arange(256) - 16) * 255.0 / 219.0), 0, 255).astype(np.uint8)
+
+
+def _full_range_colour_space():
+    """libcamera's sYCC colour space (full-range BT.601 YCbCr, as JPEG), or None."""
+    try:
+        import libcamera
+
+        return libcamera.ColorSpace.Sycc()
+    except Exception:  # noqa: BLE001 - no libcamera bindings: measure the range instead
+        return None
+
+
+def _is_limited_range(colour_space) -> bool:
+    if colour_space is None:
+        return False
+    rng = getattr(colour_space, "range", None)
+    if rng is not None:
+        return "limited" in str(rng).lower()
+    return str(colour_space).lower() not in ("sycc", "jpeg", "srgb")
+
+
+def _sensor_wall_time(sensor_ns) -> float:
+    """Wall-clock time of a libcamera SensorTimestamp (ns since boot, CLOCK_BOOTTIME)."""
+    now = time.time()
+    if not isinstance(sensor_ns, int) or sensor_ns <= 0:
+        return now
+    try:
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - sensor_ns / 1e9
+    except (AttributeError, OSError):  # not Linux
+        return now
+    return now - age if 0.0 <= age < 60.0 else now
+
+
+def _call_quietly(cam, step: str, name: str) -> None:
+    fn = getattr(cam, step, None)
+    if fn is None:
+        return
+    try:
+        fn()
+    except Exception as exc:  # a camera that already failed
+        log.debug("%s: %s failed: %s", name, step, exc)
+
+
+def _shut_camera(cam, name: str, timeout: float) -> None:
+    """cancel_all_and_flush, stop, close on a helper thread; never waits more than `timeout`."""
+
+    def shut() -> None:
+        for step in ("cancel_all_and_flush", "stop", "close"):
+            _call_quietly(cam, step, name)
+
+    t = threading.Thread(target=shut, name="picamera2-close", daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        log.error(
+            "%s: the camera did not stop within %g s (libcamera stuck); left behind, a daemon "
+            "restart frees it",
+            name,
+            timeout,
+        )
 
 
 _KINDS: dict[str, type] = {
