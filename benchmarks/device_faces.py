@@ -10,13 +10,13 @@ between the two is what the detector and crop rule cost.
 Crop rules are compared on PublicTest (selection); PrivateTest is reported for the rule
 chosen there and for the shipped rule, never used to choose.
 
-    python -m benchmarks.device_faces --data ../shared/data
+    python -m benchmarks.device_faces --data ../shared/data    # -> results/device_faces.json
+    python -m benchmarks.run --only device_faces --data ../shared/data   # same, + RESULTS.md
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,7 +28,7 @@ from emotion_edge.config import DetectorConfig
 from emotion_edge.detect.detector import make_detector
 from emotion_edge.preprocess import crop_face
 
-from benchmarks.common import RESULTS_DIR, log
+from benchmarks.common import REPO, RESULTS_DIR, log, write_json
 
 FRAME_W, FRAME_H = 640, 480
 DEFAULT_SIZES = (160, 240, 320)  # face side in pixels in the 640x480 frame
@@ -127,17 +127,19 @@ def run_split(
         log(f"  face {side} px: detected {entry['detection_rate']:.1%} ({det_s:.0f} s)")
     found_all = np.concatenate(pooled["found"])
     ref_all = np.concatenate(pooled["ref_correct"])
+    ref_acc = float(ref_all.mean()) if len(ref_all) else None
     out["detection_rate"] = round(float(found_all.mean()), 4)
-    out["reference_accuracy_detected"] = round(float(ref_all.mean()), 4)
+    out["reference_accuracy_detected"] = None if ref_acc is None else round(ref_acc, 4)
     out["reference_accuracy_all"] = round(float(np.mean(reference == labels)), 4)
     out["rules"] = {}
     for r in rules:
         ok = np.concatenate(pooled["rule_correct"][str(r)])
-        acc = float(ok.mean())
+        acc = float(ok.mean()) if len(ok) else None
         out["rules"][str(r)] = {
             **asdict(r),
-            "accuracy_detected": round(acc, 4),
-            "gap_points": round(100 * (float(ref_all.mean()) - acc), 2),
+            "accuracy_detected": None if acc is None else round(acc, 4),
+            "gap_points": None if acc is None else round(100 * (ref_acc - acc), 2),
+            # every placed face counts: a face the detector missed is a wrong answer
             "end_to_end_accuracy": round(float(ok.sum()) / len(found_all), 4),
         }
     return out
@@ -145,6 +147,66 @@ def run_split(
 
 def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(v) for v in text.split(","))
+
+
+def _model_name(model: Path) -> str:
+    model = Path(model).resolve()
+    return str(model.relative_to(REPO)) if model.is_relative_to(REPO) else str(model)
+
+
+def run(
+    data: Path,
+    model: Path = DEFAULT_MODEL,
+    sizes: tuple[int, ...] = DEFAULT_SIZES,
+    scales: tuple[float, ...] = DEFAULT_SCALES,
+    shifts: tuple[float, ...] = DEFAULT_SHIFTS,
+    limit: int = 0,
+    seed: int = 0,
+) -> dict:
+    """The whole benchmark: every crop rule of the grid (+ the shipped one) on PublicTest, the
+    rule with the best device accuracy there and the shipped rule on PrivateTest.
+
+    `limit` keeps the first N faces of each split (0 = all); the result is JSON-ready."""
+    from emotion_edge_train.data import load_fer  # TensorFlow-free reader of FER2013
+
+    t0 = time.perf_counter()
+    ds = load_fer(data)
+    clf = EmotionClassifier(model, num_threads=1)
+    detector = make_detector(DetectorConfig())
+    sizes = tuple(int(v) for v in sizes)
+    rules = [CropRule(float(s), float(d)) for s in scales for d in shifts]
+    shipped = CropRule(clf.meta.face_crop_scale, clf.meta.face_crop_shift_y)
+    if shipped not in rules:
+        rules.append(shipped)
+
+    def faces(split: str):
+        idx = ds.split(split)
+        if limit:
+            idx = idx[:limit]
+        return ds.images[idx], ds.labels[idx]
+
+    log(f"device_faces: PublicTest, {len(rules)} crop rules, face sizes {sizes}")
+    public = run_split(*faces("PublicTest"), detector, clf, sizes, rules, seed)
+    chosen = max(rules, key=lambda r: public["rules"][str(r)]["accuracy_detected"] or 0.0)
+    report_rules = [chosen] if chosen == shipped else [chosen, shipped]
+    log(f"device_faces: PrivateTest, chosen on PublicTest: {chosen}; shipped: {shipped}")
+    private = run_split(*faces("PrivateTest"), detector, clf, sizes, report_rules, seed + 1)
+    return {
+        "benchmark": "device_faces",
+        "model": _model_name(model),
+        "model_version": clf.version,
+        "detector": detector.name,
+        "frame": [FRAME_W, FRAME_H],
+        "sizes": list(sizes),
+        "grid": {"scales": [float(v) for v in scales], "shifts": [float(v) for v in shifts]},
+        "limit": limit,
+        "seed": seed,
+        "shipped_rule": asdict(shipped),
+        "chosen_rule": asdict(chosen),
+        "PublicTest": public,
+        "PrivateTest": private,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,69 +228,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from emotion_edge_train.data import load_fer  # TensorFlow-free reader of FER2013
+    result = run(
+        Path(args.data),
+        args.model,
+        sizes=tuple(int(v) for v in args.sizes.split(",")),
+        scales=_floats(args.scales),
+        shifts=_floats(args.shifts),
+        limit=args.limit,
+        seed=args.seed,
+    )
+    write_json(result, args.out)
+    from benchmarks.report import device_faces as report_section
 
-    ds = load_fer(args.data)
-    clf = EmotionClassifier(args.model, num_threads=1)
-    detector = make_detector(DetectorConfig())
-    sizes = tuple(int(v) for v in args.sizes.split(","))
-    rules = [CropRule(s, d) for s in _floats(args.scales) for d in _floats(args.shifts)]
-    shipped = CropRule(clf.meta.face_crop_scale, clf.meta.face_crop_shift_y)
-    if shipped not in rules:
-        rules.append(shipped)
-
-    def faces(split: str):
-        idx = ds.split(split)
-        if args.limit:
-            idx = idx[: args.limit]
-        return ds.images[idx], ds.labels[idx]
-
-    log(f"PublicTest: {len(rules)} crop rules, face sizes {sizes}")
-    public = run_split(*faces("PublicTest"), detector, clf, sizes, rules, args.seed)
-    chosen = max(rules, key=lambda r: public["rules"][str(r)]["accuracy_detected"])
-    report_rules = [chosen] if chosen == shipped else [chosen, shipped]
-    log(f"PrivateTest: chosen on PublicTest: {chosen}; shipped: {shipped}")
-    private = run_split(*faces("PrivateTest"), detector, clf, sizes, report_rules, args.seed + 1)
-    result = {
-        "benchmark": "device_faces",
-        "model": str(args.model),
-        "model_version": clf.version,
-        "detector": detector.name,
-        "frame": [FRAME_W, FRAME_H],
-        "sizes": list(sizes),
-        "limit": args.limit,
-        "shipped_rule": asdict(shipped),
-        "chosen_rule": asdict(chosen),
-        "PublicTest": public,
-        "PrivateTest": private,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(report_table(result))
+    print("\n".join(report_section(result)))
+    log(f"wrote {args.out}")
     return 0
-
-
-def report_table(result: dict) -> str:
-    """Markdown table of the PrivateTest figures (the report split)."""
-    lines = [
-        "| split | crop rule | detection rate | dataset-crop acc. | device acc. | gap (points) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for split in ("PublicTest", "PrivateTest"):
-        r = result[split]
-        names = list(r["rules"])
-        if split == "PublicTest":
-            chosen = str(CropRule(**result["chosen_rule"]))
-            shipped = str(CropRule(**result["shipped_rule"]))
-            names = [n for n in names if n in (chosen, shipped)]
-        for name in names:
-            v = r["rules"][name]
-            lines.append(
-                f"| {split} | {name} | {r['detection_rate']:.1%} | "
-                f"{r['reference_accuracy_detected']:.2%} | {v['accuracy_detected']:.2%} | "
-                f"{v['gap_points']:+.2f} |"
-            )
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,18 @@
-"""Render the results JSON (host + emulated aarch64) as the markdown table in RESULTS.md."""
+"""Render the results JSON (host, emulated aarch64, device faces) as RESULTS.md's tables.
+
+`python -m benchmarks.run` renders after its run; this module re-renders RESULTS.md (and, with
+--update-readme, the README's key rows) from the JSON already in benchmarks/results/, running
+nothing:
+
+    python -m benchmarks.report                 # benchmarks/results/*.json -> RESULTS.md
+    python -m benchmarks.report --update-readme
+"""
 
 from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
 
 SPLITS = (
     ("fer2013_PublicTest", "PublicTest"),
@@ -418,16 +430,133 @@ def emulated(arm: dict | None) -> list[str]:
     return out
 
 
-def markdown(host: dict, arm: dict | None) -> str:
+def _rule_name(rule: dict) -> str:
+    """The crop rule's key in the device_faces results (benchmarks.device_faces.CropRule)."""
+    return f"scale {rule['scale']:g}, shift_y {rule['shift_y']:+g}"
+
+
+def device_faces(df: dict | None) -> list[str]:
+    out = ["## Accuracy as the device sees faces", ""]
+    if _error(df):
+        return [*out, f"Not available: {_error(df)}", ""]
+    chosen, shipped = _rule_name(df["chosen_rule"]), _rule_name(df["shipped_rule"])
+    sizes = [str(s) for s in df["sizes"]]
+    w, h = df["frame"]
+    pub, priv = df["PublicTest"], df["PrivateTest"]
+    faces = (
+        f"the first {df['limit']} faces of each split (a partial run)"
+        if df.get("limit")
+        else "all faces of each split"
+    )
+    out += [
+        f"FER2013 test faces as the daemon gets them ({faces}): each 48x48 face upscaled to "
+        f"{' / '.join(sizes)} px and placed at a random position in a {w}x{h} camera-like frame "
+        f"(smooth-noise background), found by the daemon's default detector ({df['detector']}), "
+        "cropped by a crop rule (the detector box widened by `scale`, its centre moved by "
+        "`shift_y` box sides, negative = up) and classified by the device's "
+        f"`EmotionClassifier` (`{df['model']}`, version {df.get('model_version')}). "
+        "Dataset-crop accuracy: the same detected faces classified from the dataset's own "
+        "48x48 crops. Gap: dataset-crop minus device accuracy, in points. End to end: correct "
+        "answers over all placed faces, a face the detector missed counting as wrong.",
+        "",
+        f"Crop rule chosen on PublicTest (best device accuracy of {len(pub['rules'])} rules): "
+        f"**{chosen}**; shipped (model sidecar): **{shipped}**"
+        + (" (the same rule)" if chosen == shipped else "")
+        + ". PrivateTest is report-only: measured for the chosen and the shipped rule, never "
+        "used to choose.",
+        "",
+    ]
+
+    def tag(name: str) -> str:
+        marks = [m for m, n in (("chosen", chosen), ("shipped", shipped)) if n == name]
+        return f"{name} ({', '.join(marks)})" if marks else name
+
+    rows = []
+    for split, r in (("PublicTest", pub), ("PrivateTest", priv)):
+        for name in dict.fromkeys((chosen, shipped)):
+            v = r["rules"].get(name)
+            if v is None:
+                continue
+            rows.append(
+                [
+                    split,
+                    str(r["n_faces"]),
+                    tag(name),
+                    _f(100 * r["detection_rate"], "{:.1f}"),
+                    " / ".join(_f(100 * r["sizes"][s]["detection_rate"], "{:.1f}") for s in sizes),
+                    _pct(r["reference_accuracy_detected"]),
+                    _pct(v["accuracy_detected"]),
+                    _f(v["gap_points"], "{:+.2f}"),
+                    _pct(v["end_to_end_accuracy"]),
+                ]
+            )
+    out += _table(
+        [
+            "split",
+            "faces",
+            "crop rule",
+            "detected %",
+            f"detected % at {' / '.join(sizes)} px",
+            "dataset-crop acc. %",
+            "device acc. %",
+            "gap (points)",
+            "end-to-end acc. %",
+        ],
+        rows,
+    )
+    rows = []
+    for split, r in (("PublicTest", pub), ("PrivateTest", priv)):
+        for s in sizes:
+            e = r["sizes"][s]
+            dev, ref = e["rules"].get(chosen), e["reference_accuracy_detected"]
+            rows.append(
+                [
+                    split,
+                    s,
+                    _f(100 * e["detection_rate"], "{:.1f}"),
+                    _pct(ref),
+                    _pct(dev),
+                    _f(None if dev is None or ref is None else 100 * (ref - dev), "{:+.2f}"),
+                ]
+            )
+    out += [f"Per face size, chosen rule ({chosen}):", ""]
+    out += _table(
+        ["split", "face px", "detected %", "dataset-crop acc. %", "device acc. %", "gap"], rows
+    )
+    rules = list(pub["rules"].values())
+    scales = sorted({v["scale"] for v in rules})
+    shifts = sorted({v["shift_y"] for v in rules}, reverse=True)
+    grid = {(v["scale"], v["shift_y"]): v["accuracy_detected"] for v in rules}
+    rows = []
+    for sc in scales:
+        row = [f"{sc:g}"]
+        for sh in shifts:
+            cell = _pct(grid.get((sc, sh)))
+            if _rule_name({"scale": sc, "shift_y": sh}) == chosen:
+                cell = f"**{cell}**"
+            row.append(cell)
+        rows.append(row)
+    out += [
+        f"PublicTest device accuracy % per crop rule (detected faces; dataset-crop "
+        f"{_pct(pub['reference_accuracy_detected'])} %; chosen in bold):",
+        "",
+    ]
+    out += _table(["scale \\ shift_y", *(f"{sh:+g}" for sh in shifts)], rows)
+    return out
+
+
+def markdown(host: dict, arm: dict | None, faces: dict | None = None) -> str:
     sizes = (host.get("speed") or {}).get("model_sizes_bytes", {})
     lines = [
         "# Benchmark results",
         "",
         f"Generated by `python -m benchmarks.run{' --quick' if host.get('mode') == 'quick' else ''}"
-        "` (benchmarks/report.py); do not edit by hand. Raw figures: benchmarks/results/*.json.",
+        "` (benchmarks/report.py; `python -m benchmarks.report` re-renders it from the JSON); "
+        "do not edit by hand. Raw figures: benchmarks/results/*.json.",
         "",
         *machine(host, arm),
         *accuracy(host.get("accuracy"), sizes),
+        *device_faces(faces),
         *speed(host.get("speed")),
         *pipeline(host.get("pipeline")),
         *detector_quality(host.get("detector_quality")),
@@ -440,7 +569,7 @@ README_BEGIN = "<!-- benchmarks:key-rows -->"
 README_END = "<!-- /benchmarks:key-rows -->"
 
 
-def key_rows(host: dict, arm: dict | None) -> str:
+def key_rows(host: dict, arm: dict | None, faces: dict | None = None) -> str:
     """The README's short table, generated from the same results as RESULTS.md."""
     rows: list[list[str]] = []
     m = host.get("machine", {})
@@ -458,6 +587,20 @@ def key_rows(host: dict, arm: dict | None) -> str:
         rows.append(
             ["FER+ test accuracy % (int8)", _pct(models["int8"]["ferplus_test"]["accuracy"])]
         )
+    if faces and not _error(faces):
+        priv = faces["PrivateTest"]
+        name = _rule_name(faces["chosen_rule"])
+        v = priv["rules"].get(name)
+        if v is not None:
+            rows.append(
+                [
+                    f"PrivateTest accuracy % as the device sees faces (detector + crop {name})",
+                    f"{_pct(v['accuracy_detected'])} on the {100 * priv['detection_rate']:.1f} % "
+                    f"detected vs {_pct(priv['reference_accuracy_detected'])} from the dataset "
+                    f"crops (gap {v['gap_points']:.2f} points); "
+                    f"{_pct(v['end_to_end_accuracy'])} end to end",
+                ]
+            )
     cl = (host.get("speed") or {}).get("classifier", {})
     for r in cl.get("per_face", []):
         peer = next((p for p in cl.get("peer_per_face", []) if p["threads"] == r["threads"]), None)
@@ -507,3 +650,46 @@ def update_readme(readme_text: str, block: str) -> str:
     head, rest = readme_text.split(README_BEGIN, 1)
     _, tail = rest.split(README_END, 1)
     return f"{head}{README_BEGIN}\n{block}{README_END}{tail}"
+
+
+RESULT_FILES = {"host": "host.json", "arm": "arm.json", "device_faces": "device_faces.json"}
+
+
+def load_results(folder: Path) -> dict[str, dict | None]:
+    """The results JSON in `folder` by section file ({"host", "arm", "device_faces"}), None
+    for a file that is not there."""
+    out: dict[str, dict | None] = {}
+    for key, name in RESULT_FILES.items():
+        path = Path(folder) / name
+        out[key] = json.loads(path.read_text()) if path.is_file() else None
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmarks.common import REPO, RESULTS_DIR
+
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.report",
+        description="Render RESULTS.md from the results JSON already written (runs nothing).",
+    )
+    p.add_argument("--results", type=Path, default=RESULTS_DIR, help="results folder")
+    p.add_argument(
+        "--markdown", type=Path, default=REPO / "benchmarks" / "RESULTS.md", help="output"
+    )
+    p.add_argument("--update-readme", action="store_true", help="also rewrite README.md's key rows")
+    args = p.parse_args(argv)
+    res = load_results(args.results)
+    if res["host"] is None:
+        p.error(f"no host.json in {args.results}: run `python -m benchmarks.run` first")
+    args.markdown.write_text(markdown(res["host"], res["arm"], res["device_faces"]))
+    print(f"wrote {args.markdown}")
+    if args.update_readme:
+        readme = REPO / "README.md"
+        rows = key_rows(res["host"], res["arm"], res["device_faces"])
+        readme.write_text(update_readme(readme.read_text(), rows))
+        print(f"updated the key rows in {readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -3,10 +3,16 @@
     python -m benchmarks.run            # full suite -> benchmarks/results/*.json + RESULTS.md
     python -m benchmarks.run --quick    # CI subset  -> benchmarks/results/quick/
 
-Sections: accuracy (int8 vs float vs the fer peer, with the CI accuracy gate), speed
-(classifier, peer ratio, detector, model sizes), detector quality (dlib boxes, dogs.jpg),
+Sections: accuracy (int8 vs float vs the fer peer, with the CI accuracy gate), device_faces
+(accuracy of test faces found by the daemon's detector in camera-like frames, crop rules),
+speed (classifier, peer ratio, detector, model sizes), detector quality (dlib boxes, dogs.jpg),
 pipeline (FPS + per-stage ms, daemon peak RSS) and emulated aarch64 (qemu). Timings never fail
 the run; a failed accuracy gate (exit 1) or a crash does.
+
+Results: host.json (accuracy, speed, detector, pipeline), device_faces.json and arm.json, each
+written only by a run of its sections, so `--only device_faces` leaves host.json as it was.
+RESULTS.md is rendered from this run's results and, for sections not run, the JSON already in
+the results folder.
 """
 
 from __future__ import annotations
@@ -28,7 +34,11 @@ from benchmarks.common import (
     write_json,
 )
 
-SECTIONS = ("accuracy", "speed", "detector", "pipeline", "arm")
+SECTIONS = ("accuracy", "device_faces", "speed", "detector", "pipeline", "arm")
+HOST_SECTIONS = ("accuracy", "speed", "detector", "pipeline")  # results/host.json
+NEEDS_DATA = ("accuracy", "device_faces")
+# --quick: the first 300 faces of each split and a 2x2 crop-rule grid (+ the shipped rule)
+QUICK_FACES = {"limit": 300, "scales": (1.15, 1.25), "shifts": (0.0, -0.05)}
 EXIT_OK, EXIT_FAILED, EXIT_SETUP = 0, 1, 2
 
 
@@ -47,8 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="CI subset: int8 + peer accuracy with the gate, fewer timing runs, "
-        "short pipeline runs, one emulated CPU (cortex-a72) smoke run",
+        help="CI subset: int8 + peer accuracy with the gate, device faces on 300 faces and "
+        "a 2x2 crop-rule grid, fewer timing runs, short pipeline runs, one emulated CPU "
+        "(cortex-a72) smoke run",
     )
     p.add_argument("--only", default="", help=f"comma-separated sections to run ({SECTIONS})")
     p.add_argument("--skip", default="", help="comma-separated sections to skip")
@@ -68,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--data",
         type=Path,
         default=None,
-        help="FER2013 (+ FER+) data folder, e.g. ../shared/data; required by the accuracy section",
+        help="FER2013 (+ FER+) data folder, e.g. ../shared/data; required by the accuracy "
+        "and device_faces sections",
     )
     p.add_argument(
         "--no-peer",
@@ -152,20 +164,22 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_SETUP
-    if "accuracy" in sections and args.data is None:
+    need_data = [s for s in NEEDS_DATA if s in sections]
+    if need_data and args.data is None:
         print(
             "error: --data is required: the folder with fer2013.csv[.gz] "
-            "(e.g. --data ../shared/data), or --skip accuracy",
+            f"(e.g. --data ../shared/data), or --skip {','.join(need_data)}",
             file=sys.stderr,
         )
         return EXIT_SETUP
     if (
-        "accuracy" in sections
+        need_data
         and not (args.data / "fer2013.csv.gz").is_file()
         and not (args.data / "fer2013.csv").is_file()
     ):
         print(
-            f"error: FER2013 data not found in {args.data} (pass --data DIR or --skip accuracy)",
+            f"error: FER2013 data not found in {args.data} "
+            f"(pass --data DIR or --skip {','.join(need_data)})",
             file=sys.stderr,
         )
         return EXIT_SETUP
@@ -191,6 +205,15 @@ def main(argv: list[str] | None = None) -> int:
             "accuracy",
             lambda: accuracy.run(model, args.data, args.float_model, peer, quick=args.quick),
         )
+    faces = None
+    if "device_faces" in sections:
+        from benchmarks import device_faces
+
+        quick = QUICK_FACES if args.quick else {}
+        box: dict = {}
+        _guard(box, "device_faces", lambda: device_faces.run(args.data, model, **quick))
+        faces = box["device_faces"] | {"section_seconds": box["section_seconds"]["device_faces"]}
+        write_json(faces, out / "device_faces.json")
     if "speed" in sections:
         from benchmarks import device_bench
 
@@ -209,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
 
         _guard(host, "pipeline", lambda: pipeline_bench.run_all(model, quick=args.quick))
     host["wall_seconds"] = round(time.perf_counter() - started, 1)
-    if set(sections) - {"arm"}:  # an arm-only run leaves the host results in place
+    host_run = bool(set(sections) & set(HOST_SECTIONS))
+    if host_run:  # an arm or device_faces run alone leaves the host results in place
         write_json(host, out / "host.json")
 
     arm = None
@@ -240,24 +264,32 @@ def main(argv: list[str] | None = None) -> int:
         arm = arm["emulated"] | {"section_seconds": arm["section_seconds"]["emulated"]}
         write_json(arm, out / "arm.json")
 
-    from benchmarks.report import key_rows, markdown, update_readme
+    from benchmarks.report import RESULT_FILES, key_rows, load_results, markdown, update_readme
 
+    # the table covers every section: this run's results, else those already in `out`
+    saved = load_results(out)
+    md_host = host if host_run else (saved["host"] or host)
+    md_arm = arm if arm is not None else saved["arm"]
+    md_faces = faces if faces is not None else saved["device_faces"]
     md_path.parent.mkdir(parents=True, exist_ok=True)
-    md_path.write_text(markdown(host, arm))
+    md_path.write_text(markdown(md_host, md_arm, md_faces))
     if args.update_readme:
         readme = REPO / "README.md"
-        readme.write_text(update_readme(readme.read_text(), key_rows(host, arm)))
+        readme.write_text(update_readme(readme.read_text(), key_rows(md_host, md_arm, md_faces)))
         log(f"updated the key rows in {readme}")
+    ran = {"host": host_run, "device_faces": faces is not None, "arm": arm is not None}
+    written = [RESULT_FILES[k] for k, yes in ran.items() if yes]
     log(
-        f"wrote {', '.join(n for n in ('host.json', 'arm.json') if (out / n).is_file())} "
-        f"in {out} and {md_path} "
+        f"wrote {', '.join(written) or 'no results'} in {out} and {md_path} "
         f"in {time.perf_counter() - started:.0f} s"
     )
-    return _exit_code(host, arm)
+    return _exit_code(host, arm, faces)
 
 
-def _exit_code(host: dict, arm: dict | None) -> int:
+def _exit_code(host: dict, arm: dict | None, faces: dict | None = None) -> int:
     failed = [k for k, v in host.items() if isinstance(v, dict) and "error" in v and k != "peer"]
+    if faces is not None and "error" in faces:
+        failed.append("device_faces")
     gate = host.get("accuracy", {}).get("gate", {})
     if gate.get("status") == "FAIL":
         log(f"accuracy gate FAILED: {gate.get('message')}")

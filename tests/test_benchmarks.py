@@ -120,10 +120,14 @@ def test_quick_suite_runs_and_writes_results(bench_model, samples_dir, data_dir,
     assert host["pipeline"]["daemon"]["exit_code"] == 0
     assert host["pipeline"]["daemon"]["peak_rss_mb"] > 20
     assert host["detector_quality"]["results"]
+    faces = json.loads((out / "device_faces.json").read_text())
+    assert "error" not in faces, faces["error"]
+    assert faces["PublicTest"]["n_faces"] == 300 and len(faces["PublicTest"]["rules"]) >= 4
     md = (out / "RESULTS.md").read_text()
     for heading in (
         "## Machine",
         "## Accuracy",
+        "## Accuracy as the device sees faces",
         "## Speed (host)",
         "## End-to-end pipeline",
         "## Face detector quality",
@@ -183,3 +187,139 @@ def test_readme_block_replaced_between_markers_only():
     with pytest.raises(ValueError, match="block"):
         update_readme("no markers here", "x")
     assert README_BEGIN in (REPO / "README.md").read_text()
+
+
+def test_device_faces_needs_data_passed(tmp_path, capsys):
+    from benchmarks import run
+
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"x")
+    assert run.main(["--only", "device_faces", "--model", str(model)]) == run.EXIT_SETUP
+    err = capsys.readouterr().err
+    assert "--data is required" in err and "--skip device_faces" in err
+
+
+def _faces_result() -> dict:
+    """A small, well-formed device_faces result (the shape benchmarks.device_faces.run returns)."""
+
+    def split(rules: dict[str, tuple[float, float, float]]) -> dict:
+        size = {"detection_rate": 0.9, "reference_accuracy_detected": 0.7}
+        return {
+            "n_faces": 10,
+            "detection_rate": 0.9,
+            "reference_accuracy_detected": 0.7,
+            "reference_accuracy_all": 0.7,
+            "sizes": {"160": size | {"rules": {k: v[2] for k, v in rules.items()}}},
+            "rules": {
+                f"scale {sc:g}, shift_y {sh:+g}": {
+                    "scale": sc,
+                    "shift_y": sh,
+                    "accuracy_detected": acc,
+                    "gap_points": round(100 * (0.7 - acc), 2),
+                    "end_to_end_accuracy": round(0.9 * acc, 4),
+                }
+                for sc, sh, acc in rules.values()
+            },
+        }
+
+    chosen, shipped = (1.15, -0.05, 0.68), (1.25, 0.0, 0.66)
+    names = {"scale 1.15, shift_y -0.05": chosen, "scale 1.25, shift_y +0": shipped}
+    return {
+        "benchmark": "device_faces",
+        "model": "m.tflite",
+        "model_version": "v",
+        "detector": "blazeface",
+        "frame": [640, 480],
+        "sizes": [160],
+        "limit": 10,
+        "shipped_rule": {"scale": 1.25, "shift_y": 0.0},
+        "chosen_rule": {"scale": 1.15, "shift_y": -0.05},
+        "PublicTest": split(names),
+        "PrivateTest": split(names),
+    }
+
+
+def test_device_faces_section_keeps_host_results_and_renders(tmp_path, monkeypatch):
+    """`--only device_faces` writes device_faces.json, leaves host.json as it was and renders
+    RESULTS.md from both; --quick asks for 300 faces and a 2x2 grid."""
+    from benchmarks import device_faces, run
+
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"x")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "fer2013.csv.gz").write_bytes(b"")
+    out = tmp_path / "results"
+    out.mkdir()
+    host = {"mode": "full", "machine": {"date_utc": "then"}, "model": "m.tflite"}
+    (out / "host.json").write_text(json.dumps(host))
+    calls = []
+
+    def fake_run(data_arg, model_arg, **kw):
+        calls.append(kw)
+        return _faces_result()
+
+    monkeypatch.setattr(device_faces, "run", fake_run)
+    md = tmp_path / "RESULTS.md"
+    argv = ["--only", "device_faces", "--model", str(model), "--data", str(data)]
+    assert run.main([*argv, "--out", str(out), "--markdown", str(md)]) == run.EXIT_OK
+    assert calls == [{}]  # the full run: all faces, the default grid
+    assert json.loads((out / "host.json").read_text()) == host
+    saved = json.loads((out / "device_faces.json").read_text())
+    assert saved["chosen_rule"] == {"scale": 1.15, "shift_y": -0.05}
+    assert "section_seconds" in saved
+    text = md.read_text()
+    assert "## Accuracy as the device sees faces" in text and "| date (UTC) | then |" in text
+    assert "| PrivateTest | 10 | scale 1.25, shift_y +0 (shipped) |" in text
+    assert run.main([*argv, "--quick", "--out", str(out), "--markdown", str(md)]) == 0
+    assert calls[-1] == run.QUICK_FACES
+
+
+def test_report_renders_from_saved_results(tmp_path):
+    """`python -m benchmarks.report` re-renders RESULTS.md from the JSON, running nothing."""
+    from benchmarks import report
+
+    (tmp_path / "host.json").write_text(json.dumps({"mode": "full", "machine": {}}))
+    (tmp_path / "device_faces.json").write_text(json.dumps(_faces_result()))
+    md = tmp_path / "R.md"
+    assert report.main(["--results", str(tmp_path), "--markdown", str(md)]) == 0
+    text = md.read_text()
+    assert "## Accuracy as the device sees faces" in text
+    assert "Crop rule chosen on PublicTest" in text and "PrivateTest is report-only" in text
+    assert "Not run." in text  # no arm.json
+    rows = report.key_rows({"machine": {}}, None, _faces_result())
+    assert "as the device sees faces" in rows and "gap 2.00 points" in rows
+
+
+@pytest.mark.realdata
+def test_device_faces_on_real_faces(data_dir, bench_model):
+    """The device_faces run on the first 40 faces per split: well-formed, the chosen rule is
+    PublicTest's best, PrivateTest has the chosen and the shipped rule; the report renders."""
+    from emotion_edge.classify.classifier import EmotionClassifier
+
+    from benchmarks import device_faces, report
+
+    scales, shifts = (1.0, 1.25), (0.0, -0.1)
+    res = device_faces.run(data_dir, bench_model, scales=scales, shifts=shifts, limit=40)
+    meta = EmotionClassifier(bench_model).meta
+    shipped = {"scale": meta.face_crop_scale, "shift_y": meta.face_crop_shift_y}
+    assert res["shipped_rule"] == shipped
+    for split in ("PublicTest", "PrivateTest"):
+        r = res[split]
+        assert r["n_faces"] == 40
+        assert 0 <= r["detection_rate"] <= 1
+        assert set(r["sizes"]) == {"160", "240", "320"}
+        assert all(0 <= e["detection_rate"] <= 1 for e in r["sizes"].values())
+        for v in r["rules"].values():
+            assert 0 <= v["end_to_end_accuracy"] <= v["accuracy_detected"] <= 1
+    public = res["PublicTest"]["rules"]
+    grid = {report._rule_name({"scale": a, "shift_y": b}) for a in scales for b in shifts}
+    assert set(public) == grid | {report._rule_name(shipped)}  # the grid + the shipped rule
+    best = max(public.values(), key=lambda v: v["accuracy_detected"])
+    chosen = res["chosen_rule"]
+    assert public[report._rule_name(chosen)]["accuracy_detected"] == best["accuracy_detected"]
+    names = {report._rule_name(chosen), report._rule_name(shipped)}
+    assert set(res["PrivateTest"]["rules"]) == names
+    text = report.markdown({"mode": "full", "machine": {}}, None, res)
+    assert "## Accuracy as the device sees faces" in text
+    assert f"| PrivateTest | 40 | {report._rule_name(chosen)} (chosen" in text
