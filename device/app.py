@@ -47,4 +47,39 @@ def build_pipeline(
     if output is None:
         output = make_output(cfg, classifier.version)
     capture = Capture(lambda: make_source(cfg.source), cfg.source, realtime=cfg.pipeline.realtime)
-    return Pipeline(cfg, capture, detector, classifier, output, notifier=notifier)
+    pipeline = Pipeline(cfg, capture, detector, classifier, output, notifier=notifier)
+    if cfg.web.enabled:
+        attach_web(cfg, pipeline)
+    return pipeline
+
+
+def attach_web(cfg: AppConfig, pipeline: Pipeline):
+    """Start the [web] live view and tap the pipeline's frames into it (WebError: exit 2).
+
+    The server reads the engine only from the pipeline thread (inside on_frame) and the
+    capture/output figures through their thread-safe stats()."""
+    from emotion_edge.web import WebServer  # aiohttp only when the live view is on
+
+    def face_info(face_id: int):
+        st = pipeline.engine.faces.get(face_id)
+        return None if st is None else (st.announced, st.first_seen_ts)
+
+    def status() -> dict:
+        return {
+            "capture": pipeline.capture.stats(),
+            "output": pipeline.output.stats(),
+            "output_mode": cfg.output.mode,
+        }
+
+    server = WebServer(
+        cfg.web,
+        device_id=cfg.device.id,
+        model_version=pipeline.model_version,
+        labels=pipeline.classifier.labels,
+        face_info=face_info,
+        status=status,
+        token=cfg.web.token() if cfg.web.allow_remote else "",
+    )
+    server.start()
+    pipeline.taps.append(server)
+    return server

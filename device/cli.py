@@ -38,6 +38,7 @@ examples:
   emotion-edge --source opencv:0 --mqtt-host 192.168.1.10
   emotion-edge --config /etc/emotion-edge/config.toml
   emotion-edge --config my.toml --print-config        show the effective config
+  emotion-edge --source opencv:0 --web 8080           live view: http://127.0.0.1:8080/
   mosquitto_sub -h HOST -t 'emotion-edge/#' -v        watch what the daemon publishes
 
 Secrets (the MQTT password) come from the environment or a file named in the config,
@@ -88,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     o.add_argument("--mqtt-port", type=int, metavar="PORT", help="broker port (enables MQTT)")
     o.add_argument("--device-id", metavar="ID", help="device id in topics (default: host name)")
+    o.add_argument(
+        "--web",
+        metavar="[HOST:]PORT",
+        help="serve the live view page on PORT (host default 127.0.0.1; another address "
+        "needs [web] allow_remote and a token)",
+    )
     r = p.add_argument_group("run")
     r.add_argument("--budget-ms", type=float, metavar="MS", help="per-frame latency budget")
     r.add_argument("--max-frames", type=int, metavar="N", help="stop after N processed frames")
@@ -124,6 +131,16 @@ def parse_source_spec(spec: str) -> tuple[str, str | None]:
     )
 
 
+def parse_web_spec(spec: str) -> tuple[str | None, int]:
+    """'8080' -> (None, 8080); '0.0.0.0:8080' -> ('0.0.0.0', 8080); '[::1]:8080' -> ('::1', ...)."""
+    host, sep, port = spec.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not port.isdigit() or (sep and not host):
+        raise ConfigError(f"--web {spec!r}: expected [HOST:]PORT, e.g. 8080 or 127.0.0.1:8080")
+    return (host if sep else None), int(port)
+
+
 def overrides_from_args(args: argparse.Namespace) -> dict:
     o: dict[str, dict] = {}
 
@@ -149,6 +166,12 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
         put("pipeline", "budget_ms", args.budget_ms)
     if args.log_level:
         put("logging", "level", args.log_level)
+    if getattr(args, "web", None):
+        host, port = parse_web_spec(args.web)
+        put("web", "enabled", True)
+        put("web", "port", port)
+        if host is not None:
+            put("web", "host", host)
     if args.dry_run:
         put("output", "mode", "stdout")
         put("mqtt", "enabled", False)

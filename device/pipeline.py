@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 from emotion_edge import __version__
@@ -124,6 +125,16 @@ class RunSummary:
     stats: dict = field(default_factory=dict)
 
 
+class FrameTap(Protocol):
+    """Sees every processed frame with its tracked faces (the [web] live view implements it).
+
+    Called on the pipeline thread, so it may only keep references (the newest frame and face
+    list, and only while someone watches); encoding happens on the tap's own thread."""
+
+    def on_frame(self, frame: Frame, faces: list[FaceObservation]) -> None: ...
+    def close(self) -> None: ...
+
+
 class Pipeline:
     """Wires capture, detector, classifier, tracker and output; `run()` is the main loop."""
 
@@ -177,6 +188,7 @@ class Pipeline:
         self._next_stats = 0.0
         self._next_state = 0.0
         self.last_stats: dict = {}
+        self.taps: list[FrameTap] = []  # see FrameTap; closed at shutdown
 
     # -- control ------------------------------------------------------------------------------
 
@@ -257,6 +269,11 @@ class Pipeline:
             log.exception("final state/stats not published")
         self.output.stop()
         self.notifier.close()
+        for tap in self.taps:
+            try:
+                tap.close()
+            except Exception:  # noqa: BLE001 - one tap must not keep the others open
+                log.exception("frame tap did not close cleanly")
 
     # -- one frame ----------------------------------------------------------------------------
 
@@ -329,6 +346,8 @@ class Pipeline:
             self.output.publish_event(ev.to_payload(self.clock()))
             self.counters.events[ev.kind] += 1
         self._last_frame_index = frame.index
+        for tap in self.taps:  # the web live view: keeps references, never encodes here
+            tap.on_frame(frame, obs)
         if events:
             self._publish_state()
         self._sample_timeline(frame, obs, (w, h))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import math
 import os
 import re
@@ -24,6 +25,7 @@ from emotion_edge.config.tables import (
     DetectorConfig,
     MqttConfig,
     SourceConfig,
+    WebConfig,
 )
 
 
@@ -187,10 +189,54 @@ def check_mqtt(cfg: MqttConfig, key: str, problems: Problems) -> None:
         problems.add(f"{key}.tls: ca_file/cert_file/key_file are set but tls = false")
 
 
+def is_loopback(host: str) -> bool:
+    """localhost, 127.0.0.0/8 or ::1: the page is only reachable from this machine."""
+    h = host.strip().strip("[]")
+    if h.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        return False
+
+
+def check_web(cfg: WebConfig, key: str, problems: Problems) -> None:
+    """Faces leave the process only on the live view page: loopback unless allowed + token."""
+    if not cfg.enabled:
+        return
+    if not cfg.host.strip():
+        problems.add(f"{key}.host: must not be empty (127.0.0.1: this machine only)")
+        return
+    if not is_loopback(cfg.host) and not cfg.allow_remote:
+        problems.add(
+            f"{key}.host: {cfg.host!r} is not a loopback address and faces would leave the "
+            f"device; set {key}.allow_remote = true and a token ({key}.token_env or "
+            f'{key}.token_file), or keep host = "127.0.0.1"'
+        )
+        return
+    if cfg.allow_remote:
+        try:
+            token = cfg.token()
+        except Exception as exc:  # noqa: BLE001 - ConfigError with the key in its message
+            problems.add(str(exc))
+            return
+        if not token:
+            where = (
+                f"${cfg.token_env} or {key}.token_file" if cfg.token_env else f"{key}.token_file"
+            )
+            problems.add(
+                f"{key}.token_env: allow_remote = true needs an access token: set {where} "
+                "(the token itself never goes in the config or on the command line)"
+            )
+        elif len(token) < 16:
+            problems.add(f"{key}.token_env: the access token must be at least 16 characters")
+
+
 TABLE_CHECKS: dict[str, typing.Callable[[Any, str, Problems], None]] = {
     "source": check_source,
     "detector": check_detector,
     "mqtt": check_mqtt,
+    "web": check_web,
 }
 
 
