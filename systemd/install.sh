@@ -12,6 +12,9 @@ UNIT_DIR=/etc/systemd/system
 DROPIN_DIR=$UNIT_DIR/$UNIT_NAME.d
 DROPIN=$DROPIN_DIR/50-install-groups.conf
 CREDENTIAL=/etc/credstore/emotion-edge-mqtt-password
+KIOSK_UNIT=emotion-edge-kiosk.service
+KIOSK_USER=emotion-edge-kiosk
+KIOSK_ENV=$CONF_DIR/kiosk.env
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 MODE=install
@@ -22,6 +25,7 @@ SRC_SPEC=""
 MQTT_HOST=""
 MODEL=""
 PURGE=0
+KIOSK=0
 
 usage() {
   cat <<EOF
@@ -48,8 +52,13 @@ options:
   --no-start          install and enable, but do not (re)start the service; implied when
                       systemd is not running (chroot, container, image build)
   --no-apt            do not call apt-get (fail if a needed package is missing)
-  --uninstall         stop, disable, remove the unit and $PREFIX; keeps $CONF_DIR and
-                      $STATE_DIR (the event spool) unless --purge
+  --kiosk             also the kiosk screen: apt cage + Chromium, a user $KIOSK_USER,
+                      $KIOSK_UNIT (the live view full screen on tty1 instead of
+                      its console login), [web] enabled on 127.0.0.1 (loopback only) in
+                      the config; an existing config is edited, the old one kept as .bak
+  --uninstall         stop, disable, remove the units (kiosk too) and $PREFIX; keeps
+                      $CONF_DIR and $STATE_DIR (the event spool) unless --purge;
+                      with --kiosk: remove only the kiosk screen, keep the daemon
   --purge             with --uninstall: also delete config, state and the MQTT credential
   -h, --help          this help
 
@@ -57,6 +66,7 @@ examples:
   sudo ./systemd/install.sh --mqtt-host 192.168.1.10
   sudo ./install.sh --offline .          (inside an unpacked bundle)
   sudo ./systemd/install.sh --model ~/emotion_int8_v2.tflite
+  sudo ./systemd/install.sh --kiosk      (the device's own screen shows the live view)
   sudo ./systemd/install.sh --uninstall [--purge]
 EOF
 }
@@ -71,6 +81,7 @@ while [ $# -gt 0 ]; do
     --no-apt) APT=0; shift ;;
     --uninstall) MODE=uninstall; shift ;;
     --purge) PURGE=1; shift ;;
+    --kiosk) KIOSK=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "install.sh: unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -96,7 +107,27 @@ is_raspberry_pi_os() {
 }
 
 # ---------------------------------------------------------------------------- uninstall
+do_uninstall_kiosk() {
+  if have_systemctl; then
+    if systemd_running; then
+      systemctl disable --now "$KIOSK_UNIT" 2>/dev/null || true
+    else
+      systemctl disable "$KIOSK_UNIT" 2>/dev/null || true
+    fi
+    # the console login on tty1 that the kiosk took over comes back
+    if [ -f "$UNIT_DIR/$KIOSK_UNIT" ]; then
+      systemctl enable getty@tty1.service 2>/dev/null || true
+    fi
+  fi
+  rm -f "$UNIT_DIR/$KIOSK_UNIT" "$KIOSK_ENV"
+  if getent passwd "$KIOSK_USER" >/dev/null; then
+    userdel "$KIOSK_USER" 2>/dev/null || warn "could not remove user $KIOSK_USER"
+  fi
+  say "kiosk removed (cage and Chromium stay installed: apt-get remove cage chromium)"
+}
+
 do_uninstall() {
+  do_uninstall_kiosk
   if have_systemctl; then
     if systemd_running; then
       systemctl disable --now "$UNIT_NAME" 2>/dev/null || true
@@ -117,6 +148,13 @@ do_uninstall() {
   say "uninstalled"
 }
 
+if [ "$MODE" = uninstall ] && [ "$KIOSK" = 1 ]; then
+  [ "$PURGE" = 0 ] || die "--purge goes with a full --uninstall, not with --kiosk"
+  do_uninstall_kiosk
+  systemd_running && systemctl daemon-reload
+  say "the daemon stays; [web] in $CONF_DIR/config.toml is left as it is"
+  exit 0
+fi
 if [ "$MODE" = uninstall ]; then
   do_uninstall
   exit 0
@@ -143,6 +181,10 @@ else
   CONFIG_SRC=$SRC_TREE/device/config.example.toml
 fi
 [ -f "$UNIT_SRC" ] || die "$UNIT_SRC missing"
+KIOSK_SRC=$HERE/$KIOSK_UNIT
+if [ "$KIOSK" = 1 ] && [ ! -f "$KIOSK_SRC" ]; then
+  die "--kiosk: $KIOSK_SRC missing (a bundle needs it beside install.sh)"
+fi
 [ -f "$CONFIG_SRC" ] || die "$CONFIG_SRC missing"
 if [ -n "$MODEL" ]; then
   [ -f "$MODEL" ] || die "--model $MODEL: no such file"
@@ -153,6 +195,18 @@ fi
 PACKAGES=(python3 python3-venv)
 RPI=0
 if is_raspberry_pi_os; then RPI=1; PACKAGES+=(python3-picamera2); fi
+# The kiosk browser: Debian and newer Raspberry Pi OS call it chromium, older Raspberry Pi OS
+# chromium-browser; whichever is installed, else whichever apt offers.
+kiosk_browser_pkg() {
+  local p
+  for p in chromium chromium-browser; do installed "$p" && { echo "$p"; return; }; done
+  if apt-cache policy chromium 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+    echo chromium
+  else
+    echo chromium-browser
+  fi
+}
+if [ "$KIOSK" = 1 ]; then PACKAGES+=(cage "$(kiosk_browser_pkg)" fonts-dejavu-core); fi
 missing=()
 for p in "${PACKAGES[@]}"; do installed "$p" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -269,6 +323,41 @@ if [ -n "$MODEL" ]; then
   say "model: $CONF_DIR/models/$name.tflite (previous config in $CONFIG.bak)"
 fi
 
+# upsert_key FILE TABLE KEY VALUE: like set_key, adding the key (or the table) when missing
+# (a config written before that key existed).
+upsert_key() {
+  local tmp
+  tmp=$(mktemp)
+  awk -v table="[$2]" -v key="$3" -v val="$4" '
+    # blank lines are held back, so a key added at the end of a table goes before them
+    /^[[:space:]]*$/ { blanks = blanks $0 "\n"; next }
+    /^\[/ {
+      if (in_t && !done) { print key " = " val; done = 1 }
+      printf "%s", blanks; blanks = ""
+      in_t = ($0 == table); if (in_t) seen = 1
+      print; next
+    }
+    { printf "%s", blanks; blanks = "" }
+    in_t && !done && $0 ~ "^" key " *=" { print key " = " val; done = 1; next }
+    { print }
+    END {
+      if (in_t && !done) print key " = " val
+      printf "%s", blanks
+      if (!seen) { print ""; print table; print key " = " val }
+    }' "$1" >"$tmp" || { rm -f "$tmp"; die "cannot set $2.$3 in $1"; }
+  cat "$tmp" >"$1"
+  rm -f "$tmp"
+}
+
+if [ "$KIOSK" = 1 ]; then
+  # The kiosk shows the local page: [web] on, and on loopback only (faces stay on the device).
+  cp -p "$CONFIG" "$CONFIG.bak"
+  upsert_key "$CONFIG" web enabled true
+  upsert_key "$CONFIG" web host '"127.0.0.1"'
+  upsert_key "$CONFIG" web allow_remote false
+  say "kiosk: [web] enabled on 127.0.0.1 in $CONFIG (previous config in $CONFIG.bak)"
+fi
+
 # The config must load before the unit is (re)started: a typo is reported here, not in a
 # restart loop. (--print-config validates every key without opening camera or model.)
 if ! "$PREFIX/bin/emotion-edge" --config "$CONFIG" --print-config >/dev/null; then
@@ -290,6 +379,30 @@ else
   rm -f "$DROPIN"
   rmdir "$DROPIN_DIR" 2>/dev/null || true
 fi
+if [ "$KIOSK" = 1 ]; then
+  BROWSER=$(command -v chromium || command -v chromium-browser || true)
+  [ -n "$BROWSER" ] || die "--kiosk: no chromium or chromium-browser binary after apt"
+  command -v cage >/dev/null || die "--kiosk: cage missing after apt"
+  if ! getent passwd "$KIOSK_USER" >/dev/null; then
+    useradd --system --user-group --no-create-home --home-dir /run/emotion-edge-kiosk \
+      --shell /usr/sbin/nologin --comment "emotion-edge kiosk screen" "$KIOSK_USER"
+  fi
+  # display, GPU and touch devices (logind also grants them to the seat's session)
+  for g in video render input; do
+    getent group "$g" >/dev/null && usermod -a -G "$g" "$KIOSK_USER"
+  done
+  WEB_PORT=$("$PREFIX/bin/python" -c \
+    'import sys; from emotion_edge.config import load_config; print(load_config(sys.argv[1]).web.port)' \
+    "$CONFIG")
+  printf '%s\n' "# written by install.sh --kiosk: the page the kiosk shows, and its browser" \
+    "KIOSK_URL=http://127.0.0.1:$WEB_PORT/" "KIOSK_BROWSER=$BROWSER" >"$KIOSK_ENV"
+  chmod 0644 "$KIOSK_ENV"
+  tmp_unit=$(mktemp)
+  sed "s#/opt/emotion-edge/bin/#$PREFIX/bin/#" "$KIOSK_SRC" >"$tmp_unit"
+  install -D -m 0644 "$tmp_unit" "$UNIT_DIR/$KIOSK_UNIT"
+  rm -f "$tmp_unit"
+  say "kiosk: $UNIT_DIR/$KIOSK_UNIT shows http://127.0.0.1:$WEB_PORT/ with $BROWSER on tty1"
+fi
 printf 'version=%s\ninstalled=%s\nfrom=%s\n' "$VERSION" "$(date -u +%FT%TZ)" \
   "${OFFLINE:+bundle }${BUNDLE:-$SRC_TREE}" >"$PREFIX/INSTALL-INFO"
 say "installed emotion-edge $VERSION: $PREFIX, $UNIT_DIR/$UNIT_NAME"
@@ -300,6 +413,11 @@ if ! have_systemctl; then
 fi
 # `systemctl enable` only writes symlinks, so it also works in a chroot or image build.
 systemctl enable "$UNIT_NAME" >/dev/null 2>&1 || systemctl enable "$UNIT_NAME"
+if [ "$KIOSK" = 1 ]; then
+  systemctl enable "$KIOSK_UNIT" >/dev/null 2>&1 || systemctl enable "$KIOSK_UNIT"
+  # tty1 belongs to the kiosk now (Conflicts= in the unit; at boot both would be wanted)
+  systemctl disable getty@tty1.service >/dev/null 2>&1 || true
+fi
 if ! systemd_running; then
   say "systemd is not running (chroot/container?): enabled, starts at next boot"
   exit 0
@@ -314,5 +432,9 @@ say "restarting $UNIT_NAME"
 if ! systemctl restart "$UNIT_NAME"; then
   journalctl -u "$UNIT_NAME" -n 20 --no-pager >&2 || true
   die "$UNIT_NAME did not start (journal above)"
+fi
+if [ "$KIOSK" = 1 ]; then
+  say "restarting $KIOSK_UNIT"
+  systemctl restart "$KIOSK_UNIT" || warn "$KIOSK_UNIT did not start: journalctl -u $KIOSK_UNIT"
 fi
 say "running. Check: systemctl status emotion-edge; journalctl -u emotion-edge -f"

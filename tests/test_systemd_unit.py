@@ -245,3 +245,107 @@ def test_bundle_and_installer_pin_the_same_raspberry_pi_constraints():
     inst = set(pins.findall((SYSTEMD_DIR / "install.sh").read_text()))
     bundle = set(pins.findall((SYSTEMD_DIR / "make-bundle.sh").read_text()))
     assert inst and inst == bundle
+
+
+# -- the kiosk screen (systemd/emotion-edge-kiosk.service, install.sh --kiosk) --------------------
+
+KIOSK_UNIT = SYSTEMD_DIR / "emotion-edge-kiosk.service"
+
+
+def _verify_kiosk(root: Path) -> tuple[int, str]:
+    proc = subprocess.run(
+        [ANALYZE, "verify", f"--root={root}", "/etc/systemd/system/emotion-edge-kiosk.service"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return proc.returncode, (proc.stdout + proc.stderr).strip()
+
+
+@needs_analyze
+def test_kiosk_unit_passes_systemd_analyze_verify(tmp_path):
+    """Beside the daemon's unit, with stand-ins for cage (apt, on the device) and the venv's
+    python (its ExecStartPre waits for /healthz); without cage, verify says so."""
+    if not (REPO / ".venv/bin/emotion-edge").exists():
+        pytest.skip("dev venv without the emotion-edge console script")
+    root = make_verify_root(tmp_path, UNIT.read_text())
+    (root / "etc/systemd/system/emotion-edge-kiosk.service").write_text(KIOSK_UNIT.read_text())
+    for exe in ("usr/bin/cage", "opt/emotion-edge/bin/python"):
+        (root / exe).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(shutil.which("true"), root / exe)
+    rc, out = _verify_kiosk(root)
+    assert rc == 0 and out == "", out
+    (root / "usr/bin/cage").unlink()
+    rc, out = _verify_kiosk(root)
+    assert rc != 0 and "/usr/bin/cage" in out, out
+
+
+def test_kiosk_unit_has_what_the_issue_asks_for():
+    import importlib.util
+
+    from emotion_edge.config import load_config
+
+    s = unit_settings(KIOSK_UNIT.read_text())
+    one = {k: v[-1] for k, v in s.items()}
+    assert one["User"] and one["User"] != "root" and "DynamicUser" not in one
+    assert one["TTYPath"] == "/dev/tty1" and one["PAMName"]
+    assert "getty@tty1.service" in one["Conflicts"]
+    assert one["Restart"] == "always" and one["StartLimitIntervalSec"] == "0"
+    for key in ("After", "Wants"):  # the page comes from the daemon
+        assert "emotion-edge.service" in " ".join(s[key]).split(), key
+    # waits for the daemon's /healthz with the helper the package ships
+    pre = one["ExecStartPre"]
+    assert "-m emotion_edge.web.healthcheck" in pre and "${KIOSK_URL}healthz" in pre
+    assert importlib.util.find_spec("emotion_edge.web.healthcheck") is not None
+    # cage runs exactly one app: Chromium in kiosk mode on the local page
+    start = one["ExecStart"]
+    assert start.startswith("/usr/bin/cage ") and " -- ${KIOSK_BROWSER} --kiosk " in start
+    assert "--app=${KIOSK_URL}" in start
+    env = " ".join(s["Environment"])
+    web = load_config(None).web
+    assert f"KIOSK_URL=http://127.0.0.1:{web.port}/" in env  # the [web] default, loopback
+    assert one["EnvironmentFile"] == "-/etc/emotion-edge/kiosk.env"
+    assert one["WantedBy"] == "multi-user.target"
+    # the browser may only reach this machine
+    assert one["IPAddressDeny"] == "any" and one["IPAddressAllow"] == "localhost"
+    # V8 needs W+X pages: the daemon's MemoryDenyWriteExecute must not be copied here
+    assert one.get("MemoryDenyWriteExecute", "no") == "no"
+
+
+def test_install_sh_kiosk_is_offered_and_wired():
+    text = (SYSTEMD_DIR / "install.sh").read_text()
+    proc = subprocess.run(
+        [str(SYSTEMD_DIR / "install.sh"), "--help"], capture_output=True, text=True, timeout=30
+    )
+    assert "--kiosk" in proc.stdout and "cage" in proc.stdout
+    for needle in (
+        "emotion-edge-kiosk.service",
+        'upsert_key "$CONFIG" web enabled true',
+        'upsert_key "$CONFIG" web host \'"127.0.0.1"\'',
+        "do_uninstall_kiosk",
+    ):
+        assert needle in text, needle
+
+
+def test_install_sh_upsert_key_edits_or_adds_web_keys(tmp_path):
+    """The awk that --kiosk uses on an existing config: set a key, add a missing key or table."""
+    text = (SYSTEMD_DIR / "install.sh").read_text()
+    func = re.search(r"^upsert_key\(\) \{.*?^\}$", text, re.S | re.M).group(0)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[a]\nx = 1\n\n[web]\nenabled = false\nport = 9\n\n[logging]\nlevel = "INFO"\n')
+    old = tmp_path / "old.toml"
+    old.write_text("[a]\nx = 1\n")
+    script = (
+        'die() { echo "$*" >&2; exit 1; }\n'
+        f"{func}\n"
+        f'upsert_key "{cfg}" web enabled true\n'
+        f'upsert_key "{cfg}" web host \'"127.0.0.1"\'\n'
+        f'upsert_key "{old}" web enabled true\n'
+    )
+    subprocess.run(["bash", "-c", script], check=True, timeout=30)
+    import tomllib
+
+    new = tomllib.loads(cfg.read_text())
+    assert new["web"] == {"enabled": True, "port": 9, "host": "127.0.0.1"}
+    assert new["logging"] == {"level": "INFO"} and new["a"] == {"x": 1}
+    assert tomllib.loads(old.read_text()) == {"a": {"x": 1}, "web": {"enabled": True}}
