@@ -230,14 +230,20 @@ def run_daemon(cfg, max_frames: int | None, duration: float | None) -> int:
     _hints(cfg)
     summary = pipeline.run(max_frames=max_frames, duration_s=duration)
     st = summary.stats
+    # the run's mean rate (the last interval may hold no frame: a stats payload came just
+    # before the end), and where every event went (MQTT: created = delivered + ... + queued)
+    uptime = float(st.get("uptime_s") or 0.0)
+    fps = summary.frames_processed / uptime if uptime > 0 else 0.0
+    ledger = getattr(pipeline.output, "ledger_text", None)
     log.info(
-        "done (%s): %d frames processed, %d skipped, %d events %s, %.1f fps in the last interval",
+        "done (%s): %d frames processed, %d skipped, %.1f fps on average, %d events %s%s",
         summary.reason,
         summary.frames_processed,
         summary.frames_skipped,
+        fps,
         summary.events,
         summary.event_counts,
-        st.get("fps", 0.0),
+        f"; MQTT events: {ledger()}" if callable(ledger) else "",
     )
     if pipeline.output.broken:
         # stdout reader gone: keep interpreter shutdown from failing on the final flush

@@ -188,6 +188,7 @@ class Pipeline:
         self._next_stats = 0.0
         self._next_state = 0.0
         self.last_stats: dict = {}
+        self._unhealthy_logged = False  # see _output_healthy
         self.taps: list[FrameTap] = []  # see FrameTap; closed at shutdown
 
     # -- control ------------------------------------------------------------------------------
@@ -246,7 +247,8 @@ class Pipeline:
                     continue
                 self.times.add("capture_wait", wait_ms)
                 self._process_safely(frame)
-                self.notifier.watchdog()
+                if self._output_healthy():  # a dead or stuck sender: no ping, a restart
+                    self.notifier.watchdog()
                 self._periodic(time.monotonic())
         finally:
             self._shutdown(reason)
@@ -254,6 +256,17 @@ class Pipeline:
         return RunSummary(
             c.processed, c.skipped, c.events_total, dict(c.events), reason, self.last_stats
         )
+
+    def _output_healthy(self) -> bool:
+        """Whether the output's background threads work (MqttPublisher.healthy(): its sender
+        thread is alive and passing its loop). While they do not, the systemd watchdog is not
+        fed, so systemd restarts the daemon instead of it running on without delivering."""
+        check = getattr(self.output, "healthy", None)
+        ok = True if check is None else bool(check())
+        if not ok and not self._unhealthy_logged:
+            log.error("output unhealthy: not pinging the systemd watchdog (a restart follows)")
+        self._unhealthy_logged = not ok
+        return ok
 
     def _shutdown(self, reason: str) -> None:
         log.info("pipeline stopping: %s", reason)

@@ -9,7 +9,9 @@ TLS certificates (a CA, a server cert for 127.0.0.1/localhost, a client cert) ar
 test time with the `openssl` command line; nothing is checked in. With `persistence=True`
 the broker saves its state after every change, so persistent subscriber sessions survive a
 SIGKILL (tests that kill the broker need that to not lose messages on the subscriber side).
-The `mqtt_broker` fixture (registered in conftest.py) gives a started broker; pass options
+`acl="..."` installs an `acl_file` with that text (e.g. one that denies a topic), and
+`connections(client_id)` counts the connections the broker logged for a client id. The
+`mqtt_broker` fixture (registered in conftest.py) gives a started broker; pass options
 with `@pytest.mark.parametrize("mqtt_broker", [{"tls": True}], indirect=True)`.
 """
 
@@ -120,6 +122,7 @@ class Broker:
         tls: bool = False,
         require_client_cert: bool = False,
         persistence: bool = True,
+        acl: str | None = None,
     ):
         if MOSQUITTO is None:
             pytest.skip("mosquitto not installed (apt-get install mosquitto mosquitto-clients)")
@@ -132,6 +135,7 @@ class Broker:
         self.certs = make_certs(self.dir / "certs") if tls else None
         self.require_client_cert = require_client_cert
         self.persistence = persistence
+        self.acl = acl
         self.conf = self.dir / "mosquitto.conf"
         self.log_path = self.dir / "mosquitto.log"
         self.proc: subprocess.Popen | None = None
@@ -174,6 +178,10 @@ class Broker:
             lines += [f"password_file {pw}", "allow_anonymous false"]
         else:
             lines += ["allow_anonymous true"]
+        if self.acl is not None:
+            acl = self.dir / "acl"
+            acl.write_text(self.acl.strip() + "\n")
+            lines += [f"acl_file {acl}"]
         if self.persistence:
             lines += [
                 "persistence true",
@@ -232,6 +240,14 @@ class Broker:
             return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+
+    def connections(self, client_id: str) -> int:
+        """How many times the broker logged `New client connected ... as <client_id>`."""
+        return sum(
+            1
+            for line in self.log_text().splitlines()
+            if "New client connected" in line and f" as {client_id} " in line
+        )
 
 
 def _accepts(host: str, port: int) -> bool:

@@ -474,8 +474,79 @@ def test_home_assistant_discovery(mqtt_broker, tmp_path, publishers):
         ({"password_file": "/nonexistent/pw"}, "mqtt.password_file"),
         ({"reconnect_min_s": 5.0, "reconnect_max_s": 1.0}, "mqtt.reconnect_max_s"),
         ({"topic_prefix": "a/#"}, "mqtt.topic_prefix"),
+        ({"protocol": "4"}, "mqtt.protocol"),
+        ({"memory_queue_events": 0}, "mqtt.memory_queue_events"),
+        ({"takeover_backoff_s": 0}, "mqtt.takeover_backoff_s"),
     ],
 )
 def test_config_errors_name_the_key(table, key):
     with pytest.raises(ConfigError, match=f"^{key}:"):
         load_table("mqtt", table)
+
+
+def test_spool_overflow_is_logged_once_then_summarized(tmp_path, publishers, caplog):
+    caplog.set_level(logging.WARNING, logger="emotion_edge.publish.mqtt")
+    broker = Broker(tmp_path)  # not started
+    pub = new_pub(publishers, make_cfg(broker, tmp_path, spool_max_events=5))
+    for i in range(50):
+        pub.publish_event(make_event(i))
+    st = pub.stats()
+    assert st["spool_dropped"] == 45 and st["events_dropped"] == 45 and st["spool_depth"] == 5
+    drops = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(drops) == 1 and "dropped the 1 oldest" in drops[0], drops  # not one per event
+    pub.stop(timeout=1.0)
+    summary = [r.getMessage() for r in caplog.records if "since the last report" in r.getMessage()]
+    assert len(summary) == 1 and "44 event(s) dropped (event spool full" in summary[0], summary
+
+
+def test_paho_lines_stay_below_info(tmp_path, publishers, caplog):
+    """paho's own lines (a failed connect every retry) are DEBUG records: none is printed at
+    INFO, whatever handler the root logger has (they used to be relabelled after the level
+    check and print as "DEBUG" lines at INFO)."""
+    caplog.set_level(logging.INFO)
+    pub = new_pub(publishers, make_cfg(None, tmp_path))  # nothing listens on its port
+    deadline = time.monotonic() + 5
+    while not pub.stats()["last_error"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # a few retries
+    assert pub.stats()["last_error"]
+    assert not [r for r in caplog.records if r.name.endswith(".paho")], caplog.text
+    assert all(r.levelno >= logging.INFO for r in caplog.records)
+    caplog.set_level(logging.DEBUG)
+    time.sleep(1.0)
+    paho_lines = [r for r in caplog.records if r.name.endswith(".paho")]
+    assert paho_lines and all(r.levelno == logging.DEBUG for r in paho_lines)
+
+
+def test_mqtt_5_is_the_default_and_3_1_1_an_option(mqtt_broker, tmp_path, publishers):
+    for proto, tag in (("5", "v5"), ("3.1.1", "v311")):
+        cfg = make_cfg(mqtt_broker, tmp_path / proto, client_id=f"proto-{tag}", protocol=proto)
+        pub = new_pub(publishers, cfg)
+        assert pub.wait_connected(5) and pub.stats()["protocol"] == proto
+        pub.publish_event(make_event(0))
+        assert pub.flush(5) and pub.stats()["events_acked"] == 1
+    assert MqttConfig().protocol == "5"
+    log_text = mqtt_broker.log_text()
+    # mosquitto names 3.1.1 "p2" (the second protocol it learned) and 5 "p5"
+    assert "as proto-v5 (p5," in log_text and "as proto-v311 (p2," in log_text
+
+
+def test_stats_payload_with_the_publisher_figures_is_schema_valid(
+    mqtt_broker, tmp_path, publishers
+):
+    pub = new_pub(publishers, make_cfg(mqtt_broker, tmp_path))
+    assert pub.wait_connected(5)
+    pub.publish_event(make_event(0))
+    assert pub.flush(5)
+    st = pub.stats()
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((SCHEMAS / "stats.schema.json").read_text())
+    mqtt_schema = next(s for s in schema["properties"]["mqtt"]["anyOf"] if s["type"] == "object")
+    jsonschema.validate(st, mqtt_schema)
+    assert set(mqtt_schema["required"]) <= set(st)
+    g = pub.ledger()
+    assert (
+        g["created"] + g["carried_over"]
+        == g["delivered"] + g["rejected"] + g["dropped"] + g["queued"]
+    )
+    assert "1 created" in pub.ledger_text() and "1 delivered" in pub.ledger_text()

@@ -75,6 +75,8 @@ _paho_log = logging.getLogger(__name__ + ".paho")
 _SEND_WINDOW = 100
 _RC_QUOTA_EXCEEDED = 0x97  # PUBACK: try again later
 _RC_SESSION_TAKEN_OVER = 0x8E  # DISCONNECT: another client connected with our client id
+# accepted and closed again within this many seconds, this many times in a row: taken over
+_SHORT_CONNECTION_S, _SHORT_CONNECTIONS_TAKEOVER = 5.0, 3
 _QUOTA_PAUSE_S = 5.0
 _STORAGE_RETRY_MIN_S, _STORAGE_RETRY_MAX_S = 1.0, 10.0
 _SUMMARY_EVERY_S = 60.0  # drops and refusals after the first: one summary line a minute
@@ -136,6 +138,7 @@ class MqttPublisher:
         self._storage_retry_at = 0.0
         self._send_pause_until = 0.0
         self._takeover_streak = 0
+        self._short_connections = 0  # connections in a row closed soon after CONNACK
         self._takeover_logged = False
         self._restore_reconnect_delay = False
         self._refusals_logged: set[str] = set()
@@ -501,53 +504,80 @@ class MqttPublisher:
         )
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        now = time.monotonic()
         with self._lock:
             was, self._connected = self._connected, False
             stopping, refused, self._refused = self._stopping, self._refused, False
             detail, self._paho_error = self._paho_error or str(reason_code), ""
+            lived = now - self._connected_since if was else None
+            if lived is not None and lived < _SHORT_CONNECTION_S:
+                self._short_connections += 1
+            elif lived is not None:
+                self._short_connections = 0
+            short = self._short_connections
             self._lock.notify_all()
         if stopping or refused:  # a refusal was already reported with its reason
             return
         if getattr(reason_code, "value", None) == _RC_SESSION_TAKEN_OVER:
-            self._taken_over(client)
+            self._taken_over(client, lived, certain=True)
+            return
+        if short >= _SHORT_CONNECTIONS_TAKEOVER:
+            # brokers that close the old connection without a DISCONNECT 0x8E (mosquitto 2.0.11,
+            # any MQTT 3.1.1 broker): accepted, then closed at once, again and again
+            self._taken_over(client, lived, certain=False)
             return
         where = f"{self.cfg.host}:{self.cfg.port}"
-        if was:
+        if was and short:
+            # closed right after CONNACK: a WARNING until it repeats (see _taken_over)
+            self._report(
+                "connection",
+                f"disconnected from {where} {lived:.1f} s after the broker accepted us "
+                f"({detail}); reconnecting, events go to the spool",
+                logging.WARNING,
+            )
+        elif was:
             self._set_error(
                 f"disconnected from {where} ({detail}); reconnecting, events go to the spool"
             )
         else:  # e.g. TLS 1.3 reports a missing client certificate only after the handshake
             self._set_error(f"connection to {where} closed before the broker accepted it: {detail}")
 
-    def _taken_over(self, client) -> None:
+    def _taken_over(self, client, lived: float | None, certain: bool) -> None:
         """Another client connected with our client id: almost always a second device with
         the same device id (a cloned SD card keeps the host name, the default id). Say so
         once, and wait longer each time instead of taking the session back at once."""
         base = self.cfg.takeover_backoff_s
         with self._lock:
-            if time.monotonic() - self._connected_since > 10 * base:
+            if lived is not None and lived > 10 * base:
                 self._takeover_streak = 0  # the last takeover is long past: start again
             self._takeover_streak += 1
             self._stats["takeovers"] += 1
-            delay = min(base * 2 ** (self._takeover_streak - 1), base * 10)
+            delay = min(base * 2 ** min(self._takeover_streak - 1, 10), base * 10)
             first, self._takeover_logged = not self._takeover_logged, True
             self._restore_reconnect_delay = True
+            n = self._stats["takeovers"]
         client.reconnect_delay_set(min_delay=delay, max_delay=delay)  # type: ignore[arg-type]
+        where = f"{self.cfg.host}:{self.cfg.port}"
+        if certain:
+            what = (
+                f"the broker {where} handed our session to another client with the same "
+                f"client id {self.client_id!r} (MQTT reason 0x8E, session taken over)"
+            )
+        else:
+            what = (
+                f"the broker {where} closed our connection right after accepting it, "
+                f"{_SHORT_CONNECTIONS_TAKEOVER} times in a row: most likely another client "
+                f"connects with the same client id {self.client_id!r} and takes our session"
+            )
         msg = (
-            f"the broker {self.cfg.host}:{self.cfg.port} handed our session to another client "
-            f"with the same client id {self.client_id!r} (MQTT reason 0x8E, session taken "
-            f"over): two devices share device id {self.device_id!r} (a cloned SD card keeps "
-            "the host name, the default id); set a different [device] id (or [mqtt] client_id) "
+            f"{what}; two devices share device id {self.device_id!r} (a cloned SD card keeps "
+            "the host name, the default id): set a different [device] id (or [mqtt] client_id) "
             "on each device. Backing off instead of fighting over the session"
         )
         with self._lock:
             self._errors["connection"] = msg
         log.log(logging.ERROR if first else logging.DEBUG, "MQTT: %s", msg)
-        log.info(
-            "MQTT: session taken over (%d time(s)); reconnecting in %g s",
-            self._stats["takeovers"],
-            delay,
-        )
+        log.info("MQTT: session taken over (%d time(s)); reconnecting in %g s", n, delay)
 
     def _on_log(self, client, userdata, level, buf) -> None:
         if buf.startswith("Caught exception"):  # a bug in one of our callbacks

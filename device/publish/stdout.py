@@ -68,6 +68,9 @@ class StdoutOutput:
     def publish_timeline(self, payload: dict) -> None:
         self._write(payload)
 
+    def healthy(self) -> bool:
+        return True  # no background thread: writes happen on the caller's thread
+
     def stats(self) -> dict:
         return {"lines_written": self.lines, "events_written": self.events, "broken": self.broken}
 
