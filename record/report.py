@@ -484,11 +484,20 @@ def _figures(out, plots_by_session, stimuli, stim_session, session_all, session_
     for n, key in enumerate(keys[:MAX_SESSION_PLOTS]):
         sp = plots_by_session[key]
         dev, label = key
-        # every bin from the first to the last: a time without faces stays blank
-        idx = np.arange(min(sp.bins), max(sp.bins) + 1)
-        means = np.array(
-            [sp.bins[i].mean() if i in sp.bins else np.zeros(len(LABELS)) for i in idx]
-        )
+        # every bin from the first to the last; bins between samples (sampled more sparsely
+        # than the bins) hold the previous value, a real absence (a gap of more than twice
+        # the usual spacing) stays blank
+        filled = np.array(sorted(sp.bins))
+        gap = float(np.median(np.diff(filled))) if len(filled) > 1 else 1.0
+        idx = np.arange(filled[0], filled[-1] + 1)
+        means = np.zeros((len(idx), len(LABELS)))
+        last, last_i = None, None
+        for j, i in enumerate(idx):
+            if i in sp.bins:
+                last, last_i = sp.bins[i].mean(), i
+                means[j] = last
+            elif last is not None and i - last_i <= 2 * gap:
+                means[j] = last
         x = (idx + 0.5) * sp.width
         fig, ax = plt.subplots(figsize=(11, 3.6))
         if len(x) == 1:  # one sample (a photo): a bar, a stack needs two points
