@@ -509,3 +509,40 @@ def test_record_user_errors_are_one_line(tmp_path):
     proc = run("emotion-edge-report", str(tmp_path / "nope.sqlite"), "--out", str(tmp_path))
     assert proc.returncode == 2 and "no such database" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_full_sqlite_database_is_retried_and_nothing_acknowledged(tmp_path, caplog):
+    """A real 'database or disk is full' (SQLite's max_page_count at the file's size)."""
+    from sqlalchemy import event as sa_event
+
+    st = open_store(str(tmp_path / "full.sqlite"))
+    limit = {"pages": None}
+
+    @sa_event.listens_for(st.engine, "checkout")
+    def _cap(dbapi_conn, _rec, _proxy):
+        cur = dbapi_conn.cursor()
+        pages = limit["pages"] or 1_000_000_000
+        cur.execute(f"PRAGMA max_page_count = {pages}")
+        cur.close()
+
+    with st.engine.connect() as conn:
+        from sqlalchemy import text
+
+        limit["pages"] = conn.execute(text("PRAGMA page_count")).scalar()
+    st.engine.dispose()
+    w = Writer(st, live=False, retry_min_s=0.05, retry_max_s=0.1)
+    acked: list[int] = []
+    w.start()
+    for i in range(30):
+        ev = json.dumps(event(time.time(), face=i + 1))
+        w.submit(Pending(ev, None, lambda i=i: acked.append(i)))
+    deadline = time.monotonic() + 10
+    while w.stats.retries < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert w.stats.retries >= 3 and w.db_down, "a full database was not retried"
+    assert "full" in caplog.text, caplog.text
+    assert acked == [] and st.counts()["events"] == 0
+    limit["pages"] = None  # space again
+    assert w.wait_idle(10)
+    assert sorted(acked) == list(range(30)) and st.counts()["events"] == 30
+    w.finish(5)
