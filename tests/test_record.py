@@ -305,8 +305,11 @@ def daemon_lines(sample_video, emotion_model, tmp_path_factory) -> Path:
     summary = build_pipeline(cfg, output=StdoutOutput(buf)).run()
     t1 = time.time()
     lines = buf.getvalue().splitlines()
-    ts = [json.loads(x)["captured_ts"] for x in lines if '"emotion-edge/timeline/1"' in x]
-    mid = ts[len(ts) // 2]
+    # the switch between the stimuli: the middle of the samples that have faces
+    tl = [json.loads(x) for x in lines if '"emotion-edge/timeline/1"' in x]
+    ts = [p["captured_ts"] for p in tl if p["faces"]]
+    assert len(ts) >= 2, "the sample video gave fewer than two samples with faces"
+    mid = (ts[len(ts) // 2 - 1] + ts[len(ts) // 2]) / 2
     marks = [
         marker_payload(DEV, "session", "start", "S1", t0 - 1, participant="P1", group="g1"),
         marker_payload(DEV, "stimulus", "start", "clip-A", t0 - 1, session="S1"),
