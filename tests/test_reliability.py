@@ -565,3 +565,61 @@ def test_dead_sender_thread_stops_the_watchdog(
     assert "mqtt-sender thread died" in caplog.text
     assert "not pinging the systemd watchdog" in caplog.text
     assert summary.stats["mqtt"]["healthy"] is False
+
+
+# -- smaller items: model errors, the final log line ------------------------------------------
+
+
+def _with_sidecar(emotion_model, dst: Path, data: bytes) -> Path:
+    """A model file with these bytes and a sidecar whose sha256 matches them."""
+    import hashlib
+
+    dst.write_bytes(data)
+    meta = json.loads(emotion_model.with_suffix(".json").read_text())
+    meta["sha256"] = hashlib.sha256(data).hexdigest()
+    dst.with_suffix(".json").write_text(json.dumps(meta))
+    return dst
+
+
+def test_model_errors_name_the_file(emotion_model, tmp_path):
+    from emotion_edge.classify.classifier import EmotionClassifier
+    from emotion_edge.classify.litert import make_interpreter
+    from emotion_edge.errors import ModelError
+
+    data = bytearray(emotion_model.read_bytes())
+    data[8:64] = os.urandom(56)  # a broken header, and a sidecar that vouches for it
+    bad = _with_sidecar(emotion_model, tmp_path / "bad.tflite", bytes(data))
+    with pytest.raises(ModelError, match=re.escape(str(bad)) + ": not a valid TFLite model"):
+        EmotionClassifier(bad)
+    empty = _with_sidecar(emotion_model, tmp_path / "empty.tflite", b"")
+    with pytest.raises(ModelError, match=re.escape(str(empty)) + ": empty file"):
+        EmotionClassifier(empty)
+    with pytest.raises(ModelError, match=re.escape(str(empty)) + ": empty file"):
+        make_interpreter(model_path=str(empty))  # the detector's way in
+    with pytest.raises(ModelError, match="missing.tflite: cannot read the model"):
+        make_interpreter(model_path=str(tmp_path / "missing.tflite"))
+
+
+def test_final_line_has_the_mean_fps_and_a_stop_is_not_an_end(sample_video, emotion_model):
+    proc = subprocess.run(
+        [
+            *cli_cmd(),
+            "--source",
+            f"video:{sample_video}",
+            "--model",
+            str(emotion_model),
+            "--dry-run",
+            "--max-frames",
+            "30",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    done = [line for line in proc.stderr.splitlines() if "done (" in line][-1]
+    fps = float(re.search(r"([\d.]+) fps on average", done).group(1))
+    assert fps > 1.0, done  # not the 0.0 of an empty last interval
+    final = json.loads(proc.stdout.splitlines()[-1])
+    assert final["frames"]["processed"] == 30
+    assert final["source"]["ended"] is False  # a looping video stopped early did not end
