@@ -48,12 +48,15 @@ def test_config_reference_main_prints_the_page(capsys):
     assert capsys.readouterr().out == render()
 
 
-def test_readme_is_short_and_keeps_its_generated_and_placeholder_blocks():
+def test_readme_is_short_and_keeps_its_generated_blocks_and_screenshot():
     text = README.read_text(encoding="utf-8")
     lines = text.count("\n")
     assert lines <= 250, f"README.md has {lines} lines; move details to docs/"
     assert "<!-- benchmarks:key-rows -->" in text and "<!-- /benchmarks:key-rows -->" in text
-    assert "<!-- screenshot: live view (docs/img/live-view.png) -->" in text
+    # the live view's screenshot, written by tests/test_web.py from the sample video
+    assert "](docs/img/live-view.png)" in text
+    png = README.parent / "docs" / "img" / "live-view.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_docs_index_links_every_page():
