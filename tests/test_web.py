@@ -657,6 +657,7 @@ CARD_TEXT = """
 const c = document.querySelector('#cards .card');
 if (!c) return null;
 return {id: c.dataset.faceId,
+        tracked: c.querySelector('.tracked').textContent,
         emotions: [...c.querySelectorAll('.emotion')].map(e => e.textContent),
         top: parseFloat(getComputedStyle(c.querySelector('.row.top .emotion')).fontSize),
         pcts: [...c.querySelectorAll('.pct')].map(e => e.textContent),
@@ -704,7 +705,14 @@ def test_browser_shows_the_picture_face_cards_and_live_bars(browser, video_daemo
     update = os.environ.get("EMOTION_EDGE_UPDATE_SCREENSHOT") == "1" or not DOCS_SHOT.exists()
     # the timeline fills up as samples arrive; for the docs picture wait for some history
     time.sleep(20 if update else 2)
-    wait_for(lambda: js(drv, CARD_TEXT), 60, what="a face card for the screenshot")
+    # a face tracked for a few seconds: its box is on the picture too (the stream trails the
+    # push channel by a frame or two, so a face announced this instant may not be drawn yet)
+    wait_for(
+        lambda: (c := js(drv, CARD_TEXT)) and re.fullmatch(r"([3-9]|\d\d+) s", c["tracked"]),
+        90,
+        step=0.1,
+        what="a face card tracked for 3 s or more, for the screenshot",
+    )
     shot = web_tmp / "live-view-1280x720.png"
     drv.save_screenshot(str(shot))
     if update:
