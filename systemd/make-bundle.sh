@@ -20,7 +20,7 @@ usage: $(basename "$0") --out DIR [options]
 
 Download wheels for a target device (runs on any Linux host with pip and network) and lay
 out an offline bundle:
-  DIR/install.sh, DIR/emotion-edge.service, DIR/config.example.toml,
+  DIR/install.sh, DIR/emotion-edge.service, DIR/emotion-edge-kiosk.service, DIR/config.example.toml,
   DIR/wheels/*.whl (project + [device] deps), DIR/models/ (optional), DIR/SHA256SUMS
 
 options:
@@ -94,7 +94,7 @@ say "downloading [device] wheels for cp${PY_VER/./} ${ARCH}"
   --python-version "$PY_VER" --abi "cp${PY_VER/./}" -d "$OUT/wheels" "${constraints[@]}" \
   "${WHEEL}[device]"
 
-cp "$HERE/install.sh" "$HERE/emotion-edge.service" "$OUT/"
+cp "$HERE/install.sh" "$HERE/emotion-edge.service" "$HERE/emotion-edge-kiosk.service" "$OUT/"
 cp "$SRC_TREE/device/config.example.toml" "$OUT/"
 chmod +x "$OUT/install.sh"
 for m in "${MODELS[@]}"; do cp "$m" "${m%.tflite}.json" "$OUT/models/"; done
