@@ -166,7 +166,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
         put("pipeline", "budget_ms", args.budget_ms)
     if args.log_level:
         put("logging", "level", args.log_level)
-    if getattr(args, "web", None):
+    if args.web:
         host, port = parse_web_spec(args.web)
         put("web", "enabled", True)
         put("web", "port", port)

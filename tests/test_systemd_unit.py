@@ -23,7 +23,7 @@ SYSTEMD_DIR = REPO / "systemd"
 UNIT = SYSTEMD_DIR / "emotion-edge.service"
 SCRIPTS = ["install.sh", "make-bundle.sh", "build-rootfs.sh", "chroot-run.sh", "binfmt.sh"]
 # Exposure reported by `systemd-analyze security` (0 = fully locked down, 10 = wide open).
-# README "Deploy" quotes the current figure; this bound catches a hardening regression.
+# docs/deployment.md quotes the current figure; this bound catches a hardening regression.
 MAX_EXPOSURE = 2.0
 
 ANALYZE = shutil.which("systemd-analyze")

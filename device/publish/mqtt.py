@@ -1,6 +1,6 @@
 """MQTT output: availability, events, state and stats under `<prefix>/<device_id>/`.
 
-Topics (see README "MQTT"):
+Topics (docs/mqtt.md):
   availability  retained `online` on every connect, `offline` as Last Will (unclean death),
                 `stopped` on a clean shutdown
   events        one JSON object per emotion event, QoS 1 (not retained)

@@ -199,7 +199,7 @@ class Capture:
                         continue
                     next_due = None
                 src = self._source
-                pace = getattr(src, "pace_fps", None) if self.realtime else None
+                pace = src.pace_fps if self.realtime else None
                 if pace:
                     period, now = 1.0 / pace, self._clock()
                     if next_due is None or now - next_due > period:

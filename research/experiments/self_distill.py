@@ -4,7 +4,7 @@ The targets become alpha x the recipe's targets + (1 - alpha) x the model's flip
 predictions on the clean Training images (flip test-time averaging scored +0.3 points
 PrivateTest on the committed model, so the hope is to fold that gain into one pass), with
 weaker augmentation and a small learning rate decaying to 0. Selection on PublicTest, then the
-BatchNorm re-measurement, as in the recipe. Results in OUT/result.json; see README "Training".
+BatchNorm re-measurement, as in the recipe. Results in OUT/result.json; see docs/experiments.md.
 
     .venv/bin/python research/experiments/self_distill.py --out runs/self_distill
 """

@@ -4,7 +4,7 @@ At a fixed net and a 2-hour budget, a cheaper epoch means more passes over the d
 times one epoch's worth of training steps (random 48x48 faces, the recipe's augmentation,
 Adam) for each variant, each in its own process because the oneDNN instruction set must be
 chosen before TensorFlow is imported. Variants run interleaved, `--rounds` times, and the
-medians are printed with their ratio to the first variant. See README "Training".
+medians are printed with their ratio to the first variant. See docs/experiments.md.
 
     .venv/bin/python research/experiments/step_speed.py \
         "isa=AVX2 batch=64" "isa=AVX2 batch=128" "isa=AVX512_CORE_BF16 batch=64" \
