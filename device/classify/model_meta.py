@@ -20,12 +20,12 @@ Format "emotion-edge-model/1":
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from emotion_edge.errors import ModelError
+from emotion_edge.models import sha256_file
 from emotion_edge.preprocess import (
     FACE_CROP_SCALE,
     FACE_CROP_SHIFT_Y,
@@ -49,14 +49,6 @@ class ModelMetadata:
     face_crop_scale: float = FACE_CROP_SCALE
     face_crop_shift_y: float = FACE_CROP_SHIFT_Y
     extra: dict = field(default_factory=dict, compare=False, repr=False)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def metadata_path(model_path: Path) -> Path:

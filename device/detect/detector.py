@@ -12,7 +12,6 @@ dlib faces (testing + training XML): short-range finds 10 from gray vs 11 from R
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -22,10 +21,9 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from emotion_edge.config import DETECTOR_KINDS, DetectorConfig
 from emotion_edge.errors import ConfigError, ModelError
+from emotion_edge.models import MODELS_DIR, sha256_file
 
 log = logging.getLogger(__name__)
-
-from emotion_edge.models import MODELS_DIR  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -134,14 +132,6 @@ def ssd_anchors(input_size: int, strides: tuple[int, ...], per_layer: int) -> np
         centres.append(np.repeat(c, n, axis=0))
         i = j
     return np.concatenate(centres).astype(np.float32)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # -- BlazeFace ----------------------------------------------------------------------------------

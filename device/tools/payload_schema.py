@@ -10,7 +10,7 @@ import json
 from functools import cache
 from pathlib import Path
 
-from emotion_edge.schemas import SCHEMA_DIR  # noqa: E402
+from emotion_edge.schemas import SCHEMA_DIR
 
 KINDS = ("event", "state", "stats", "timeline", "marker")
 
