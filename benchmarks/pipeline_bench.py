@@ -43,8 +43,14 @@ class NullOutput:
     def publish_stats(self, payload: dict) -> None:
         self.counts["stats"] += 1
 
+    def publish_timeline(self, payload: dict) -> None:
+        self.counts["timeline"] = self.counts.get("timeline", 0) + 1
+
     def stats(self) -> dict:
         return dict(self.counts)
+
+    def healthy(self) -> bool:
+        return True
 
     def stop(self, timeout: float = 5.0) -> None:
         pass

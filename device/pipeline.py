@@ -261,8 +261,7 @@ class Pipeline:
         """Whether the output's background threads work (MqttPublisher.healthy(): its sender
         thread is alive and passing its loop). While they do not, the systemd watchdog is not
         fed, so systemd restarts the daemon instead of it running on without delivering."""
-        check = getattr(self.output, "healthy", None)
-        ok = True if check is None else bool(check())
+        ok = bool(self.output.healthy())
         if not ok and not self._unhealthy_logged:
             log.error("output unhealthy: not pinging the systemd watchdog (a restart follows)")
         self._unhealthy_logged = not ok

@@ -98,6 +98,9 @@ class _RecordOutput:
     def publish_stats(self, payload: dict) -> None:
         pass
 
+    def healthy(self) -> bool:
+        return True
+
     def stats(self) -> dict:
         return {"events": dict(self.events), "samples": self.samples}
 
