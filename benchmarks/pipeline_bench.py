@@ -52,6 +52,9 @@ class NullOutput:
     def healthy(self) -> bool:
         return True
 
+    def delivery_summary(self) -> str:
+        return ""
+
     def stop(self, timeout: float = 5.0) -> None:
         pass
 

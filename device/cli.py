@@ -234,7 +234,7 @@ def run_daemon(cfg, max_frames: int | None, duration: float | None) -> int:
     # before the end), and where every event went (MQTT: created = delivered + ... + queued)
     uptime = float(st.get("uptime_s") or 0.0)
     fps = summary.frames_processed / uptime if uptime > 0 else 0.0
-    ledger = getattr(pipeline.output, "ledger_text", None)
+    delivery = pipeline.output.delivery_summary()
     log.info(
         "done (%s): %d frames processed, %d skipped, %.1f fps on average, %d events %s%s",
         summary.reason,
@@ -243,7 +243,7 @@ def run_daemon(cfg, max_frames: int | None, duration: float | None) -> int:
         fps,
         summary.events,
         summary.event_counts,
-        f"; MQTT events: {ledger()}" if callable(ledger) else "",
+        f"; {delivery}" if delivery else "",
     )
     if pipeline.output.broken:
         # stdout reader gone: keep interpreter shutdown from failing on the final flush

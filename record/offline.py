@@ -101,6 +101,9 @@ class _RecordOutput:
     def healthy(self) -> bool:
         return True
 
+    def delivery_summary(self) -> str:
+        return ""
+
     def stats(self) -> dict:
         return {"events": dict(self.events), "samples": self.samples}
 

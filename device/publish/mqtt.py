@@ -317,6 +317,9 @@ class MqttPublisher:
             f"{g['dropped']} dropped + {g['queued']} queued ({g['in_memory']} in memory)"
         )
 
+    def delivery_summary(self) -> str:
+        return f"MQTT events: {self.ledger_text()}"
+
     def connected(self) -> bool:
         with self._lock:
             return self._connected

@@ -71,6 +71,9 @@ class StdoutOutput:
     def healthy(self) -> bool:
         return True  # no background thread: writes happen on the caller's thread
 
+    def delivery_summary(self) -> str:
+        return ""
+
     def stats(self) -> dict:
         return {"lines_written": self.lines, "events_written": self.events, "broken": self.broken}
 
