@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Protocol
+
+_UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def safe_id(text: str) -> str:
+    """`text` with every character a file name or a Home Assistant id may not hold as `_`."""
+    return _UNSAFE_ID_CHARS.sub("_", text)
 
 
 class Output(Protocol):

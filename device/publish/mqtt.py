@@ -6,6 +6,9 @@ Topics (docs/mqtt.md):
   events        one JSON object per emotion event, QoS 1 (not retained)
   state         retained snapshot of the faces on screen (latest wins)
   stats         retained runtime figures (latest wins)
+  timeline      per-face smoothed probabilities at `timeline_interval_s` (spooled like events)
+  homeassistant discovery configs under `ha_prefix` when `ha_discovery` is on
+                (`emotion_edge.publish.homeassistant`)
 
 Delivery guarantee for events: **at least once, with ids**. Every event carries a unique
 `event_id`; it is written to an on-disk spool (`emotion_edge.publish.spool`) before it is handed to
@@ -47,11 +50,14 @@ import ssl
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as paho
 from emotion_edge.config import MqttConfig
 from emotion_edge.errors import ConfigError
+from emotion_edge.publish.base import safe_id
+from emotion_edge.publish.homeassistant import discovery_configs
 from emotion_edge.publish.spool import (
     STORAGE_ERRORS,
     EventSpool,
@@ -68,7 +74,6 @@ AVAILABILITY_OFFLINE = "offline"  # Last Will: the daemon died without saying go
 AVAILABILITY_STOPPED = "stopped"  # clean shutdown
 
 _TOPIC_PART_RE = re.compile(r"^[^#+\x00]+$")
-_HA_ID_RE = re.compile(r"[^A-Za-z0-9_-]")
 
 _paho_log = logging.getLogger(__name__ + ".paho")
 # events handed to paho and not yet acknowledged; more wait in the spool, not in paho's memory
@@ -82,6 +87,15 @@ _STORAGE_RETRY_MIN_S, _STORAGE_RETRY_MAX_S = 1.0, 10.0
 _SUMMARY_EVERY_S = 60.0  # drops and refusals after the first: one summary line a minute
 # a sender thread that has not passed its loop for this long is stuck (the watchdog is 30 s)
 SENDER_STUCK_S = 20.0
+
+
+@dataclass
+class _TimelineSpool:
+    """The timeline's own spool and the samples handed to paho, by sample id."""
+
+    spool: EventSpool
+    handed: dict[str, paho.MQTTMessageInfo] = field(default_factory=dict)
+    logged: float = 0.0  # when the last "sample lost" ERROR was logged
 
 
 def _json(payload: dict) -> str:
@@ -148,8 +162,9 @@ class MqttPublisher:
         self._sender_dead = ""
         self._unhealthy_logged = False
         self._sender: threading.Thread | None = None
+        self._timeline: _TimelineSpool | None = None
 
-        spool_path = cfg.resolved_spool_dir() / f"{_HA_ID_RE.sub('_', device_id)}.sqlite3"
+        spool_path = cfg.resolved_spool_dir() / f"{safe_id(device_id)}.sqlite3"
         self.spool = EventSpool(spool_path, cfg.spool_max_events, connect=False)
         try:
             self.spool.open()
@@ -238,13 +253,12 @@ class MqttPublisher:
         failing disk) loses the sample, counted in timeline_lost and logged once a minute.
         Counts: stats() timeline_*.
         """
-        tl = self.__dict__.get("_timeline")
+        tl = self._timeline
         try:
             if tl is None:  # created on first use: no file unless the timeline is on
                 path = self.spool.path.with_name(f"{self.spool.path.stem}.timeline.sqlite3")
-                spool = EventSpool(path, self.cfg.spool_max_events)
-                tl = self._timeline = {"spool": spool, "mids": {}, "logged": 0.0}
-            spool, handed = tl["spool"], tl["mids"]
+                tl = self._timeline = _TimelineSpool(EventSpool(path, self.cfg.spool_max_events))
+            spool, handed = tl.spool, tl.handed
             dropped = spool.put(str(payload["sample_id"]), _json(payload))
             acked = [sid for sid, info in handed.items() if info.is_published()]
             for sid in [*dropped, *acked]:
@@ -253,9 +267,9 @@ class MqttPublisher:
         except STORAGE_ERRORS as exc:
             with self._lock:
                 self._stats["timeline_lost"] = self._stats.get("timeline_lost", 0) + 1
-            if tl is None or time.monotonic() - tl["logged"] > 60:
+            if tl is None or time.monotonic() - tl.logged > 60:
                 if tl is not None:
-                    tl["logged"] = time.monotonic()
+                    tl.logged = time.monotonic()
                 log.error("MQTT: timeline sample lost, the timeline spool failed: %s", exc)
             return
         with self._lock:
@@ -399,6 +413,8 @@ class MqttPublisher:
                 "" if flushed else "; broker unreachable or too slow",
             )
         self.spool.close()
+        if self._timeline is not None:
+            self._timeline.spool.close()
 
     # -- internals: the client -----------------------------------------------------------------
 
@@ -481,7 +497,8 @@ class MqttPublisher:
             )
         client.publish(self.topic("availability"), AVAILABILITY_ONLINE, qos=1, retain=True)
         if cfg.ha_discovery:
-            for topic, config in self._ha_discovery_configs().items():
+            ha = discovery_configs(self.device_id, self.topic, cfg.ha_prefix, self.model_version)
+            for topic, config in ha.items():
                 client.publish(topic, _json(config), qos=1, retain=True)
         # from here on the sender hands events over (after `online`) and publish_state() goes
         # straight out; the copy re-sends what came while we were away (a rare duplicate of
@@ -983,51 +1000,3 @@ class MqttPublisher:
         if stuck > SENDER_STUCK_S:
             return f"the mqtt-sender thread is stuck (no pass for {stuck:.0f} s)"
         return ""
-
-    def _ha_discovery_configs(self) -> dict[str, dict]:
-        """Home Assistant discovery: dominant emotion and face count, read from `state`."""
-        node = _HA_ID_RE.sub("_", f"emotion_edge_{self.device_id}")
-        device = {
-            "identifiers": [node],
-            "name": f"emotion-edge {self.device_id}",
-            "manufacturer": "emotion-edge",
-            "model": "emotion-edge daemon",
-        }
-        if self.model_version:
-            device["sw_version"] = f"model {self.model_version}"
-        availability = [
-            {
-                "topic": self.topic("availability"),
-                # `stopped` and `offline` both mean unavailable to Home Assistant
-                "value_template": "{{ 'online' if value == 'online' else 'offline' }}",
-            }
-        ]
-        common = {
-            "state_topic": self.topic("state"),
-            "availability": availability,
-            "payload_available": "online",
-            "payload_not_available": "offline",
-            "device": device,
-        }
-        sensors = {
-            "dominant_emotion": {
-                "name": "Dominant emotion",
-                "icon": "mdi:emoticon-outline",
-                "value_template": "{{ value_json.dominant_emotion or 'none' }}",
-            },
-            "face_count": {
-                "name": "Face count",
-                "icon": "mdi:account-group",
-                "state_class": "measurement",
-                "unit_of_measurement": "faces",
-                "value_template": "{{ value_json.face_count }}",
-            },
-        }
-        out = {}
-        for obj, conf in sensors.items():
-            out[f"{self.cfg.ha_prefix}/sensor/{node}/{obj}/config"] = {
-                **conf,
-                "unique_id": f"{node}_{obj}",
-                **common,
-            }
-        return out
