@@ -34,6 +34,15 @@ def markdown(report: dict) -> str:
         _row("float (Keras)", report["float"]),
         _row("PTQ int8 (LiteRT)", report["ptq_int8"]),
         _row("QAT int8 (LiteRT)", report["qat_int8"]),
+        *(
+            [_row(f"{report['chosen'].upper()} int8 + flip averaging", report["chosen_int8_flip"])]
+            if "chosen_int8_flip" in report
+            else []
+        ),
+        "",
+        f"Flip averaging on the device: **{'on' if report.get('flip_average') else 'off'}** "
+        f"(rule `{report.get('flip_average_rule', 'off')}`: auto keeps it only if it raises "
+        "PublicTest accuracy; it doubles the inferences per face).",
         "",
         "Accuracy is on FER2013 labels (PublicTest, PrivateTest) and FER+ majority votes on its "
         "test split (rows whose majority is contempt/unknown/not-a-face excluded). "
@@ -45,7 +54,10 @@ def markdown(report: dict) -> str:
         "| class | precision | recall | F1 | support |",
         "|---|---|---|---|---|",
     ]
-    chosen = report[f"{report['chosen']}_int8"]["fer2013_PrivateTest"]["per_class"]
+    shipped = report[f"{report['chosen']}_int8"]
+    if report.get("flip_average"):
+        shipped = report["chosen_int8_flip"]
+    chosen = shipped["fer2013_PrivateTest"]["per_class"]
     for name, c in chosen.items():
         lines.append(
             f"| {name} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | "

@@ -164,3 +164,49 @@ def test_default_model_path():
     else:
         with pytest.raises(ModelError, match="--model"):
             EmotionClassifier(DEFAULT_MODEL)
+
+
+def _with_sidecar(emotion_model: Path, tmp_path: Path, **inference) -> Path:
+    model = _copy_model(emotion_model, tmp_path)
+    doc = json.loads(metadata_path(model).read_text())
+    doc["inference"] = inference
+    metadata_path(model).write_text(json.dumps(doc))
+    return model
+
+
+def test_flip_average_is_the_mean_of_each_face_and_its_mirror(emotion_model, tmp_path):
+    plain = EmotionClassifier(emotion_model, num_threads=1, flip_average=False)
+    faces = plain.preprocess(_frame(2), BOXES)
+    mirrored = plain.predict_faces(faces[:, :, ::-1])
+    want = (plain.predict_faces(faces) + mirrored) / 2
+    # the sidecar turns it on; split batches give the same answer as one call
+    model = _with_sidecar(emotion_model, tmp_path, flip_average=True)
+    for max_batch in (8, 2):
+        clf = EmotionClassifier(model, num_threads=1, max_batch=max_batch)
+        assert clf.flip_average
+        np.testing.assert_allclose(clf.predict_faces(faces), want, atol=1e-6)
+    # a mirror-symmetric face gives what the plain model gives
+    sym = np.concatenate([faces[:, :, :24], faces[:, :, :24][:, :, ::-1]], axis=2)
+    np.testing.assert_allclose(clf.predict_faces(sym), plain.predict_faces(sym), atol=1e-6)
+    # the caller's setting overrides the sidecar, both ways
+    off = EmotionClassifier(model, num_threads=1, flip_average=False)
+    np.testing.assert_allclose(off.predict_faces(faces), plain.predict_faces(faces), atol=1e-6)
+    assert EmotionClassifier(emotion_model, num_threads=1, flip_average=True).flip_average
+
+
+def test_flip_average_in_the_sidecar_must_be_a_boolean(emotion_model, tmp_path):
+    model = _with_sidecar(emotion_model, tmp_path, flip_average="yes")
+    with pytest.raises(ModelError, match="flip_average must be true or false"):
+        EmotionClassifier(model)
+
+
+def test_flip_average_config_setting_reaches_the_classifier(emotion_model):
+    from emotion_edge.classify.classifier import load_classifier
+    from emotion_edge.config import ClassifierConfig
+
+    got = {
+        mode: load_classifier(ClassifierConfig(model_path=str(emotion_model), flip_average=mode))
+        for mode in ("model", "on", "off")
+    }
+    assert got["model"].flip_average is False  # the test model's sidecar has no flag
+    assert got["on"].flip_average is True and got["off"].flip_average is False

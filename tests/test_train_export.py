@@ -126,6 +126,12 @@ def test_export_quick_produces_verified_int8_model(trained_run, tmp_path):
     meta = load_metadata(inst / "emotion_int8.tflite")
     assert meta.labels[0] == "angry" and meta.extra["metrics"]["fer2013_PrivateTest"]["int8"] >= 0
     assert (rep / "report.md").read_text().startswith("# Export report")
+    # flip averaging: measured on the shipped file, kept (auto) only if PublicTest rises
+    flip, shipped = report["chosen_int8_flip"], report[f"{report['chosen']}_int8"]
+    pub = lambda r: r["fer2013_PublicTest"]["accuracy"]  # noqa: E731
+    assert report["flip_average"] == (pub(flip) > pub(shipped))
+    assert meta.flip_average == report["flip_average"]
+    assert "flip averaging" in (rep / "report.md").read_text()
     # the installed file + sidecar verifies on its own, through the device's classifier
     installed = inst / "emotion_int8.tflite"
     assert export_cli.main(["verify", str(installed), "--data", str(root)]) == 0

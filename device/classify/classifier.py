@@ -42,6 +42,26 @@ class FaceClassifier(Protocol):
     crop_scale: float  # the crop rule (face box -> model input) the model expects
     crop_shift_y: float
 
+    def _invoke(self, x: np.ndarray) -> np.ndarray:
+        if not self.dynamic_batch and len(x) > 1:  # a fixed-batch model takes one row a call
+            return np.concatenate([self._invoke(x[i : i + 1]) for i in range(len(x))])
+        interp = self._interpreter(len(x))
+        interp.set_tensor(self._in_index, np.ascontiguousarray(x))
+        interp.invoke()
+        return np.array(interp.get_tensor(self._out_index))
+
+    def _dequantize(self, raw: np.ndarray) -> np.ndarray:
+        """Output tensor -> probabilities that sum to 1 per row."""
+        if self._out_dtype == np.float32:
+            probs = raw.astype(np.float32)
+        else:
+            scale, zero = self._out_q
+            probs = (raw.astype(np.float32) - zero) * scale
+        probs = np.clip(probs.reshape(len(raw), -1), 0.0, None)
+        total = probs.sum(axis=1, keepdims=True)
+        # an all-zero row (possible after int8 rounding) becomes uniform, not NaN
+        return np.where(total > 0, probs / np.maximum(total, 1e-12), 1.0 / probs.shape[1])
+
     def classify(self, gray: np.ndarray, boxes: Sequence[Sequence[float]]) -> np.ndarray: ...
 
 
@@ -55,6 +75,7 @@ class EmotionClassifier:
         num_threads: int = 2,
         max_batch: int = 8,
         max_cached_batches: int = 8,
+        flip_average: bool | None = None,
     ):
         path = Path(model_path)
         if not path.is_file():
@@ -72,6 +93,7 @@ class EmotionClassifier:
             num_threads,
             max_batch,
             max_cached_batches,
+            flip_average,
         )
 
     @classmethod
@@ -84,11 +106,12 @@ class EmotionClassifier:
         num_threads: int = 2,
         max_batch: int = 8,
         max_cached_batches: int = 8,
+        flip_average: bool | None = None,
     ) -> EmotionClassifier:
         """A classifier for a model held in memory (e.g. just converted), checked against
         `meta` exactly as a file and its sidecar are."""
         self = cls.__new__(cls)
-        self._setup(content, meta, name, num_threads, max_batch, max_cached_batches)
+        self._setup(content, meta, name, num_threads, max_batch, max_cached_batches, flip_average)
         return self
 
     def _setup(
@@ -99,6 +122,7 @@ class EmotionClassifier:
         num_threads: int,
         max_batch: int,
         max_cached_batches: int,
+        flip_average: bool | None,
     ) -> None:
         self.meta = meta
         self.name = name
@@ -106,6 +130,8 @@ class EmotionClassifier:
         self.version = meta.version
         self.crop_scale = meta.face_crop_scale
         self.crop_shift_y = meta.face_crop_shift_y
+        # None: what the model's sidecar says (decided at export on PublicTest)
+        self.flip_average = meta.flip_average if flip_average is None else bool(flip_average)
         self.num_threads = num_threads
         self.max_batch = max(1, int(max_batch))
         self._content = content
@@ -213,17 +239,31 @@ class EmotionClassifier:
         with self._lock:  # an interpreter is not thread-safe
             for start in range(0, n, self.max_batch):
                 x = x_all[start : start + self.max_batch]
-                interp = self._interpreter(len(x))
-                interp.set_tensor(self._in_index, x)
-                interp.invoke()
-                outs.append(np.array(interp.get_tensor(self._out_index)))
-        raw = np.concatenate(outs).reshape(n, -1)
+                if self.flip_average:  # the faces and their mirrors in the same call
+                    x = np.concatenate([x, x[:, :, ::-1]])
+                out = self._dequantize(self._invoke(x))
+                if self.flip_average:
+                    half = len(out) // 2
+                    out = (out[:half] + out[half:]) / 2.0
+                outs.append(out)
+        return np.concatenate(outs).reshape(n, -1)
+
+    def _invoke(self, x: np.ndarray) -> np.ndarray:
+        if not self.dynamic_batch and len(x) > 1:  # a fixed-batch model takes one row a call
+            return np.concatenate([self._invoke(x[i : i + 1]) for i in range(len(x))])
+        interp = self._interpreter(len(x))
+        interp.set_tensor(self._in_index, np.ascontiguousarray(x))
+        interp.invoke()
+        return np.array(interp.get_tensor(self._out_index))
+
+    def _dequantize(self, raw: np.ndarray) -> np.ndarray:
+        """Output tensor -> probabilities that sum to 1 per row."""
         if self._out_dtype == np.float32:
             probs = raw.astype(np.float32)
         else:
             scale, zero = self._out_q
             probs = (raw.astype(np.float32) - zero) * scale
-        probs = np.clip(probs, 0.0, None)
+        probs = np.clip(probs.reshape(len(raw), -1), 0.0, None)
         total = probs.sum(axis=1, keepdims=True)
         # an all-zero row (possible after int8 rounding) becomes uniform, not NaN
         return np.where(total > 0, probs / np.maximum(total, 1e-12), 1.0 / probs.shape[1])
@@ -235,6 +275,10 @@ class EmotionClassifier:
 
 def load_classifier(cfg: ClassifierConfig) -> EmotionClassifier:
     """From a `config.ClassifierConfig`."""
+    flip = {"model": None, "on": True, "off": False}[cfg.flip_average]
     return EmotionClassifier(
-        resolve_model_path(cfg.model_path), num_threads=cfg.num_threads, max_batch=cfg.max_batch
+        resolve_model_path(cfg.model_path),
+        num_threads=cfg.num_threads,
+        max_batch=cfg.max_batch,
+        flip_average=flip,
     )

@@ -13,6 +13,7 @@ Format "emotion-edge-model/1":
       "input": {"size": 48, "channels": 1, "dtype": "int8", "scale": 0.0039..,
                 "zero_point": -128, "normalization": "pixel / 255",
                 "face_crop_scale": 1.15, "face_crop_shift_y": -0.05},
+      "inference": {"flip_average": false},  # optional: average each face with its mirror
       "output": {"dtype": "int8", "scale": .., "zero_point": .., "activation": "softmax"},
       "training": {...}, "metrics": {...}   # free-form provenance
     }
@@ -48,6 +49,8 @@ class ModelMetadata:
     input_zero_point: int = -128
     face_crop_scale: float = FACE_CROP_SCALE
     face_crop_shift_y: float = FACE_CROP_SHIFT_Y
+    # chosen at export on PublicTest: the mirror image is a second, independent look at the face
+    flip_average: bool = False
     extra: dict = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -83,9 +86,10 @@ def load_metadata(model_path: str | Path, verify: bool = True) -> ModelMetadata:
             input_zero_point=int(inp["zero_point"]),
             face_crop_scale=float(inp.get("face_crop_scale", FACE_CROP_SCALE)),
             face_crop_shift_y=float(inp.get("face_crop_shift_y", FACE_CROP_SHIFT_Y)),
+            flip_average=_flag(raw.get("inference", {}).get("flip_average", False)),
             extra=raw,
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ModelError(f"{meta_file}: missing or bad field ({exc})") from None
     unknown = [lab for lab in labels if lab not in FER2013_LABELS]
     if not labels or unknown:
@@ -100,6 +104,12 @@ def load_metadata(model_path: str | Path, verify: bool = True) -> ModelMetadata:
     return meta
 
 
+def _flag(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"inference.flip_average must be true or false, not {value!r}")
+    return value
+
+
 def write_metadata(
     model_path: Path,
     labels: tuple[str, ...],
@@ -108,6 +118,7 @@ def write_metadata(
     version: str,
     extra: dict | None = None,
     input_dtype: str = "int8",
+    flip_average: bool = False,
 ) -> Path:
     """Write the sidecar for a .tflite file (sha256 computed from the file itself)."""
     model_path = Path(model_path)
@@ -134,6 +145,7 @@ def write_metadata(
             "zero_point": int(output_q[1]),
             "activation": "softmax",
         },
+        "inference": {"flip_average": bool(flip_average)},
     }
     doc.update(extra or {})
     out = metadata_path(model_path)

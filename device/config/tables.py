@@ -65,6 +65,12 @@ class ClassifierConfig:
     model_path: str = setting("", "int8 .tflite with its .json sidecar; empty: the packaged model")
     num_threads: int = setting(2, "LiteRT threads for the emotion model", min=1, max=64)
     max_batch: int = setting(8, "faces per interpreter call (more are split)", min=1, max=64)
+    flip_average: str = setting(
+        "model",
+        "average each face with its mirror image (a second inference per face): "
+        "model (as the model's sidecar says), on, off",
+        choices=("model", "on", "off"),
+    )
 
 
 @dataclass
