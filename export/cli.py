@@ -9,7 +9,6 @@ import logging
 import shutil
 import sys
 import time
-from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -71,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     v.add_argument("model", type=Path)
     v.add_argument("--data", default=None, help=f"required: {DATA_HELP}")
+    v.add_argument(
+        "--flip-average",
+        choices=("model", "on", "off"),
+        default="model",
+        help="score each face beside its mirror: as the sidecar says, or forced on/off",
+    )
     return p
 
 
@@ -112,8 +117,10 @@ def _verify(args) -> int:
     from emotion_edge_train.evaluate import summary_line
 
     # the file and its sidecar, through the device's EmotionClassifier (labels from the sidecar)
-    report = verify_tflite(args.model, load_fer(args.data))
-    print(json.dumps({k: report[k] for k in ("size_bytes", "latency_single_face")}, indent=1))
+    flip = {"model": None, "on": True, "off": False}[args.flip_average]
+    report = verify_tflite(args.model, load_fer(args.data), flip_average=flip)
+    keys = ("size_bytes", "flip_average", "latency_single_face")
+    print(json.dumps({k: report[k] for k in keys}, indent=1))
     print(summary_line(report))
     return 0
 
@@ -209,9 +216,7 @@ def _run(args) -> int:
     chosen_report, chosen_meta = (
         (qat_report, qat_meta) if chosen == "qat" else (ptq_report, ptq_meta)
     )
-    flip_report = verify_tflite(
-        chosen_path, ds, float_probs, meta=replace(chosen_meta, flip_average=True)
-    )
+    flip_report = verify_tflite(chosen_path, ds, float_probs, meta=chosen_meta, flip_average=True)
     log.info("%s int8 + flip averaging: %s", chosen.upper(), summary_line(flip_report))
     flip = {"auto": pub(flip_report) > pub(chosen_report), "on": True, "off": False}[
         args.flip_average

@@ -25,16 +25,19 @@ EVAL_BATCH = 256  # faces per interpreter call while scoring a split
 
 
 def load_classifier(
-    path: Path, meta: ModelMetadata | None = None, num_threads: int = 2
+    path: Path,
+    meta: ModelMetadata | None = None,
+    num_threads: int = 2,
+    flip_average: bool | None = None,
 ) -> EmotionClassifier:
     """The device's classifier for `path`: from the file and its sidecar, or (`meta` given,
-    e.g. before the sidecar is written) from the file's bytes checked against `meta`."""
+    e.g. before the sidecar is written) from the file's bytes checked against `meta`;
+    `flip_average` None follows the metadata, as the daemon does."""
     path = Path(path)
+    kw = dict(num_threads=num_threads, max_batch=EVAL_BATCH, flip_average=flip_average)
     if meta is None:
-        return EmotionClassifier(path, num_threads=num_threads, max_batch=EVAL_BATCH)
-    return EmotionClassifier.from_bytes(
-        path.read_bytes(), meta, name=str(path), num_threads=num_threads, max_batch=EVAL_BATCH
-    )
+        return EmotionClassifier(path, **kw)
+    return EmotionClassifier.from_bytes(path.read_bytes(), meta, name=str(path), **kw)
 
 
 def single_face_latency_ms(clf: EmotionClassifier, runs: int = 300) -> dict:
@@ -61,16 +64,18 @@ def verify_tflite(
     ds: FerDataset,
     float_probs: dict | None = None,
     meta: ModelMetadata | None = None,
+    flip_average: bool | None = None,
 ) -> dict:
     """Full report for one .tflite file (labels from its metadata: the sidecar, or `meta`);
     `float_probs` (split -> probs) adds argmax agreement with the float model."""
     path = Path(path)
-    clf = load_classifier(path, meta, num_threads=2)
+    clf = load_classifier(path, meta, num_threads=2, flip_average=flip_average)
     cache: dict = {}
     report = evaluate(clf.predict_faces, ds, clf.labels, probs_cache=cache)
     report["file"] = str(path)
     report["size_bytes"] = path.stat().st_size
     report["sha256"] = sha256_file(path)
+    report["flip_average"] = clf.flip_average
     report["input_dtype"] = str(clf.input_dtype)
     report["output_dtype"] = str(clf.output_dtype)
     if float_probs:
@@ -80,6 +85,6 @@ def verify_tflite(
             if split in float_probs
         }
     report["latency_single_face"] = [
-        single_face_latency_ms(load_classifier(path, meta, num_threads=t)) for t in (1, 2)
+        single_face_latency_ms(load_classifier(path, meta, t, flip_average)) for t in (1, 2)
     ]
     return report

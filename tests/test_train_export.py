@@ -135,6 +135,10 @@ def test_export_quick_produces_verified_int8_model(trained_run, tmp_path):
     # the installed file + sidecar verifies on its own, through the device's classifier
     installed = inst / "emotion_int8.tflite"
     assert export_cli.main(["verify", str(installed), "--data", str(root)]) == 0
+    assert (
+        export_cli.main(["verify", str(installed), "--data", str(root), "--flip-average", "on"])
+        == 0
+    )
 
 
 @pytest.mark.parametrize(
