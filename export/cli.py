@@ -12,6 +12,7 @@ import time
 from datetime import date
 from pathlib import Path
 
+from emotion_edge.config.tables import FLIP_AVERAGE_MODES
 from emotion_edge_train.config import DATA_HELP, DATA_REQUIRED
 
 log = logging.getLogger("emotion_edge_export")
@@ -72,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--data", default=None, help=f"required: {DATA_HELP}")
     v.add_argument(
         "--flip-average",
-        choices=("model", "on", "off"),
+        choices=FLIP_AVERAGE_MODES,
         default="model",
         help="score each face beside its mirror: as the sidecar says, or forced on/off",
     )
@@ -112,12 +113,13 @@ def _labels_and_recipe(float_model: Path) -> tuple[tuple[str, ...], dict]:
 
 
 def _verify(args) -> int:
+    from emotion_edge.classify.classifier import flip_average_setting
     from emotion_edge_export.verify import verify_tflite
     from emotion_edge_train.data import load_fer
     from emotion_edge_train.evaluate import summary_line
 
     # the file and its sidecar, through the device's EmotionClassifier (labels from the sidecar)
-    flip = {"model": None, "on": True, "off": False}[args.flip_average]
+    flip = flip_average_setting(args.flip_average)
     report = verify_tflite(args.model, load_fer(args.data), flip_average=flip)
     keys = ("size_bytes", "flip_average", "latency_single_face")
     print(json.dumps({k: report[k] for k in keys}, indent=1))
@@ -208,14 +210,13 @@ def _run(args) -> int:
 
     # Ship the better int8 file by PublicTest (selection never looks at PrivateTest)
     pub = lambda r: r["fer2013_PublicTest"]["accuracy"]  # noqa: E731
-    chosen, chosen_path = (
-        ("qat", qat_path) if pub(qat_report) >= pub(ptq_report) else ("ptq", ptq_path)
+    chosen, chosen_path, chosen_report, chosen_meta = (
+        ("qat", qat_path, qat_report, qat_meta)
+        if pub(qat_report) >= pub(ptq_report)
+        else ("ptq", ptq_path, ptq_report, ptq_meta)
     )
     # Flip averaging: the shipped file once more, each face beside its mirror in the same call
     # (latency included); selection again on PublicTest alone.
-    chosen_report, chosen_meta = (
-        (qat_report, qat_meta) if chosen == "qat" else (ptq_report, ptq_meta)
-    )
     flip_report = verify_tflite(chosen_path, ds, float_probs, meta=chosen_meta, flip_average=True)
     log.info("%s int8 + flip averaging: %s", chosen.upper(), summary_line(flip_report))
     flip = {"auto": pub(flip_report) > pub(chosen_report), "on": True, "off": False}[
@@ -251,14 +252,14 @@ def _run(args) -> int:
 
 def _install(model_path: Path, dest: Path, labels, report: dict, train_metrics: dict, tq) -> None:
     from emotion_edge.classify.model_meta import write_metadata
+    from emotion_edge_export.report import shipped_report
     from emotion_edge_train.evaluate import SPLITS
 
     dest.mkdir(parents=True, exist_ok=True)
     target = dest / "emotion_int8.tflite"
     shutil.copyfile(model_path, target)
     in_q, out_q = tq(target.read_bytes())
-    flip = bool(report.get("flip_average"))
-    chosen = report["chosen_int8_flip"] if flip else report[f"{report['chosen']}_int8"]
+    chosen = shipped_report(report)
     acc = lambda r, k: r[k]["accuracy"] if k in r else None  # noqa: E731
     metrics = {
         split: {"int8": acc(chosen, split), "float": acc(report["float"], split)}
@@ -275,6 +276,7 @@ def _install(model_path: Path, dest: Path, labels, report: dict, train_metrics: 
         "report": "export/report/report.json",
     }
     version = f"{report['date']}+{report['chosen']}" + ("-quick" if report["quick"] else "")
+    flip = bool(report["flip_average"])
     write_metadata(target, tuple(labels), in_q, out_q, version, extra, flip_average=flip)
     log.info("installed %s (+ sidecar) as the device's model", target)
 

@@ -6,6 +6,13 @@ import json
 from pathlib import Path
 
 
+def shipped_report(report: dict) -> dict:
+    """The figures of the int8 file as the device runs it (with flip averaging if it is on)."""
+    if report.get("flip_average"):
+        return report["chosen_int8_flip"]
+    return report[f"{report['chosen']}_int8"]
+
+
 def _row(name: str, r: dict) -> str:
     acc = lambda k: f"{100 * r[k]['accuracy']:.2f}" if k in r else "-"  # noqa: E731
     size = f"{r['size_bytes'] / 1024:.0f} KiB" if "size_bytes" in r else "-"
@@ -54,10 +61,7 @@ def markdown(report: dict) -> str:
         "| class | precision | recall | F1 | support |",
         "|---|---|---|---|---|",
     ]
-    shipped = report[f"{report['chosen']}_int8"]
-    if report.get("flip_average"):
-        shipped = report["chosen_int8_flip"]
-    chosen = shipped["fer2013_PrivateTest"]["per_class"]
+    chosen = shipped_report(report)["fer2013_PrivateTest"]["per_class"]
     for name, c in chosen.items():
         lines.append(
             f"| {name} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | "

@@ -42,26 +42,6 @@ class FaceClassifier(Protocol):
     crop_scale: float  # the crop rule (face box -> model input) the model expects
     crop_shift_y: float
 
-    def _invoke(self, x: np.ndarray) -> np.ndarray:
-        if not self.dynamic_batch and len(x) > 1:  # a fixed-batch model takes one row a call
-            return np.concatenate([self._invoke(x[i : i + 1]) for i in range(len(x))])
-        interp = self._interpreter(len(x))
-        interp.set_tensor(self._in_index, np.ascontiguousarray(x))
-        interp.invoke()
-        return np.array(interp.get_tensor(self._out_index))
-
-    def _dequantize(self, raw: np.ndarray) -> np.ndarray:
-        """Output tensor -> probabilities that sum to 1 per row."""
-        if self._out_dtype == np.float32:
-            probs = raw.astype(np.float32)
-        else:
-            scale, zero = self._out_q
-            probs = (raw.astype(np.float32) - zero) * scale
-        probs = np.clip(probs.reshape(len(raw), -1), 0.0, None)
-        total = probs.sum(axis=1, keepdims=True)
-        # an all-zero row (possible after int8 rounding) becomes uniform, not NaN
-        return np.where(total > 0, probs / np.maximum(total, 1e-12), 1.0 / probs.shape[1])
-
     def classify(self, gray: np.ndarray, boxes: Sequence[Sequence[float]]) -> np.ndarray: ...
 
 
@@ -273,12 +253,17 @@ class EmotionClassifier:
         return self.predict_faces(self.preprocess(gray, boxes))
 
 
+def flip_average_setting(mode: str) -> bool | None:
+    """A user's flip-averaging choice (config.FLIP_AVERAGE_MODES) -> the classifier's argument
+    (None: as the model's sidecar says)."""
+    return {"model": None, "on": True, "off": False}[mode]
+
+
 def load_classifier(cfg: ClassifierConfig) -> EmotionClassifier:
     """From a `config.ClassifierConfig`."""
-    flip = {"model": None, "on": True, "off": False}[cfg.flip_average]
     return EmotionClassifier(
         resolve_model_path(cfg.model_path),
         num_threads=cfg.num_threads,
         max_batch=cfg.max_batch,
-        flip_average=flip,
+        flip_average=flip_average_setting(cfg.flip_average),
     )

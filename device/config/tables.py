@@ -60,6 +60,9 @@ class DetectorConfig:
     num_threads: int = setting(1, "LiteRT threads for the detector", min=1, max=64)
 
 
+FLIP_AVERAGE_MODES = ("model", "on", "off")
+
+
 @dataclass
 class ClassifierConfig:
     model_path: str = setting("", "int8 .tflite with its .json sidecar; empty: the packaged model")
@@ -69,7 +72,7 @@ class ClassifierConfig:
         "model",
         "average each face with its mirror image (a second inference per face): "
         "model (as the model's sidecar says), on, off",
-        choices=("model", "on", "off"),
+        choices=FLIP_AVERAGE_MODES,
     )
 
 
