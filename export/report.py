@@ -22,7 +22,7 @@ def _row(name: str, r: dict) -> str:
     agree_s = f"{100 * agree:.1f}" if agree is not None else "-"
     return (
         f"| {name} | {acc('fer2013_PublicTest')} | {acc('fer2013_PrivateTest')} | "
-        f"{acc('ferplus_test')} | {agree_s} | {size} | {lat_s} |"
+        f"{acc('ferplus_valid')} | {acc('ferplus_test')} | {agree_s} | {size} | {lat_s} |"
     )
 
 
@@ -35,9 +35,9 @@ def markdown(report: dict) -> str:
         f"QAT fine-tuning: {report['qat_epochs']} epoch(s). "
         f"Wall time {report['wall_seconds']:.0f} s.",
         "",
-        "| model | PublicTest % | PrivateTest % | FER+ test % | argmax agree w/ float (Private) % "
-        "| file | latency ms/face, 1 / 2 threads |",
-        "|---|---|---|---|---|---|---|",
+        "| model | PublicTest % | PrivateTest % | FER+ valid % | FER+ test % "
+        "| argmax agree w/ float (Private) % | file | latency ms/face, 1 / 2 threads |",
+        "|---|---|---|---|---|---|---|---|",
         _row("float (Keras)", report["float"]),
         _row("PTQ int8 (LiteRT)", report["ptq_int8"]),
         _row("QAT int8 (LiteRT)", report["qat_int8"]),
@@ -51,8 +51,8 @@ def markdown(report: dict) -> str:
         f"(rule `{report.get('flip_average_rule', 'off')}`: auto keeps it only if it raises "
         "PublicTest accuracy; it doubles the inferences per face).",
         "",
-        "Accuracy is on FER2013 labels (PublicTest, PrivateTest) and FER+ majority votes on its "
-        "test split (rows whose majority is contempt/unknown/not-a-face excluded). "
+        "Accuracy is on FER2013 labels (PublicTest, PrivateTest) and FER+ majority votes on "
+        "the same images (valid = PublicTest rows, test = PrivateTest rows; rows whose majority is contempt/unknown/not-a-face excluded). "
         "Latency: median of "
         "300 single-face invocations on the machine that ran the export.",
         "",

@@ -101,3 +101,27 @@ def test_duplicates_and_targets(fer_dir):
         resolve_labels(["joy"])
     maj = ferplus_majority(ds.ferplus_votes)
     assert maj[5] == -1 and maj[1] == ds.labels[1]
+
+
+def test_evaluate_scores_ferplus_on_both_test_splits(fer_dir):
+    from emotion_edge_train.evaluate import evaluate
+
+    ds = load_fer(fer_dir)
+    majority = ferplus_majority(ds.ferplus_votes)
+    public = set(ds.split("PublicTest").tolist())
+    row_of = {img.tobytes(): i for i, img in enumerate(ds.images)}
+
+    def predict(images):
+        # answers the FER+ majority on PublicTest rows and a fixed wrong class elsewhere
+        out = np.zeros((len(images), 7), np.float32)
+        for j, img in enumerate(images):
+            i = row_of[img.tobytes()]
+            y = majority[i] if i in public and majority[i] >= 0 else (ds.labels[i] + 1) % 7
+            out[j, y] = 1.0
+        return out
+
+    r = evaluate(predict, ds, FER2013_LABELS)
+    assert r["ferplus_valid"]["accuracy"] == 1.0
+    assert r["ferplus_valid"]["n"] + r["ferplus_valid"]["excluded_rows"] == len(public)
+    assert r["ferplus_test"]["n"] + r["ferplus_test"]["excluded_rows"] == 35
+    assert r["fer2013_PrivateTest"]["accuracy"] == 0.0

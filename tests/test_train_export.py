@@ -41,7 +41,7 @@ def test_training_writes_model_metrics_and_plots(trained_run):
         assert (out / name).is_file(), name
     m = json.loads((out / "metrics.json").read_text())
     assert m["duplicates"]["train_in_test"] == 1
-    for key in ("fer2013_PublicTest", "fer2013_PrivateTest", "ferplus_test"):
+    for key in ("fer2013_PublicTest", "fer2013_PrivateTest", "ferplus_valid", "ferplus_test"):
         assert 0.0 <= m[key]["accuracy"] <= 1.0
         assert len(m[key]["confusion_matrix"]) == 7
     assert m["epochs_run"] == 2
