@@ -5,7 +5,8 @@ once, from the teachers' float weights, flip-averaged (each teacher sees the ima
 mirror), and written as a small compressed file that is committed, so a stage on a fresh
 machine continues from the repository alone, without the teachers' training runs:
 
-    emotion-edge-train soft-labels train/artifacts/emotion_float.h5 runs/teacher_s2/best.h5 \
+    emotion-edge-train soft-labels train/artifacts/teachers/teacher_t1.h5 \
+        train/artifacts/teachers/teacher_s2.h5 \
         --data ../shared/data --out train/artifacts/teachers/soft_labels.npz
 
 The file holds one row per dataset row (all three splits, so the ensemble can be scored on
