@@ -37,7 +37,11 @@ def flip_averaged(model, images: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--init", default="train/artifacts/emotion_float.h5", help="float model")
+    p.add_argument(
+        "--init",
+        default="train/artifacts/teachers/teacher_t1.h5",
+        help="float model (default: model v1, which the documented runs used)",
+    )
     p.add_argument("--data", default="../shared/data")
     p.add_argument("--out", default="runs/self_distill")
     p.add_argument("--epochs", type=int, default=10)
