@@ -767,9 +767,15 @@ def test_browser_shows_camera_gone(browser, web_tmp):
     d = Daemon(web_tmp, "opencv:/dev/video93").start()
     try:
         browser.get(d.base + "/")
+        # "starting" is also a camera state; it lasts until the first open fails,
+        # which on a loaded machine can take a while
         wait_for(
-            lambda: js(browser, "return document.getElementById('app').dataset.state") == "camera",
-            30,
+            lambda: (
+                js(browser, "return document.getElementById('app').dataset.state") == "camera"
+                and "Camera unavailable"
+                in js(browser, "return document.getElementById('overlay-title').innerText")
+            ),
+            60,
             what="the camera-gone state",
         )
         title = js(browser, "return document.getElementById('overlay-title').innerText")
