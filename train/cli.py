@@ -203,6 +203,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="output file (commit it: the student stage reads it)",
     )
 
+    n = sub.add_parser(
+        "ensemble",
+        help="average trained float models into one model (one int8 file on the device)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Builds one flat Keras model whose output is the mean of the members' "
+        "probabilities, evaluates it, and writes it with a metrics.json that names its "
+        "members (export reads the recipe of the first one for QAT). Per-face latency "
+        "grows with the number of members.",
+    )
+    n.add_argument("members", type=Path, nargs="+", help="member float models (.h5), 2 or more")
+    n.add_argument("--data", default=None, help=f"required: {DATA_HELP}")
+    n.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output .h5; metrics.json and confusion PNGs go beside it",
+    )
+
     e = sub.add_parser(
         "evaluate",
         help="evaluate a saved float model (.h5)",
@@ -229,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
             return _fit(args)
         if args.command == "soft-labels":
             return _soft_labels(args)
+        if args.command == "ensemble":
+            return _ensemble(args)
         return _evaluate(args)
     except DataError as exc:
         logging.error("%s", exc)
@@ -306,6 +326,47 @@ def _soft_labels(args) -> int:
         return 2
     logging.info("soft labels: %s", summary)
     print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _ensemble(args) -> int:
+    from emotion_edge_train.data import load_fer
+    from emotion_edge_train.ensemble import EnsembleError, build_ensemble, member_record
+    from emotion_edge_train.evaluate import summary_line, write_json
+    from emotion_edge_train.tf_env import keras
+    from emotion_edge_train.train import evaluate_model
+
+    missing = [str(p) for p in args.members if not p.is_file()]
+    if missing:
+        logging.error("member model(s) not found: %s", ", ".join(missing))
+        return 2
+    records = [member_record(p) for p in args.members]
+    label_sets = {tuple(r["labels"]) for r in records if r.get("labels")}
+    if len(label_sets) > 1:
+        logging.error("members were trained on different labels: %s", sorted(label_sets))
+        return 2
+    try:
+        model = build_ensemble([keras.models.load_model(p, compile=False) for p in args.members])
+    except EnsembleError as exc:
+        logging.error("%s", exc)
+        return 2
+    if label_sets:
+        labels = label_sets.pop()
+    else:
+        from emotion_edge.preprocess import FER2013_LABELS
+
+        labels = FER2013_LABELS[: int(model.output_shape[-1])]
+    out: Path = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    metrics = evaluate_model(model, load_fer(args.data), labels, out.parent)
+    metrics["labels"] = list(labels)
+    metrics["parameters"] = int(model.count_params())
+    # export's QAT fine-tune follows a recipe: the first member's
+    metrics["config"] = records[0].get("config", {})
+    metrics["ensemble"] = {"members": records, "combine": "mean of probabilities"}
+    model.save(out)
+    write_json(metrics, out.with_name("metrics.json"))
+    print(summary_line(metrics))
     return 0
 
 
