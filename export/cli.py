@@ -4,6 +4,7 @@ files, verify both files in LiteRT, and install the better one where the device 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import shutil
@@ -99,6 +100,25 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, UnsupportedLayerError, ModelError, DataError, ValueError) as exc:
         log.error("%s", exc)
         return 2
+
+
+SELECTION_RULE = (
+    "mean of PublicTest accuracy under FER2013 labels and under FER+ majority labels "
+    "(FER+ valid); FER2013 labels alone where the FER+ votes are absent"
+)
+
+
+def selection_score(report: dict) -> float:
+    """What PTQ vs QAT (and flip averaging on/off) are chosen by: PublicTest images only.
+
+    FER+ valid counts beside FER2013's own labels because QAT fine-tunes towards the recipe's
+    FER2013-heavy targets: on model v2.1 it gained 0.34 points of FER2013 PublicTest while
+    losing 2.2 points against the ten-annotator labels (docs/experiments.md).
+    """
+    scores = [report["fer2013_PublicTest"]["accuracy"]]
+    if "ferplus_valid" in report:
+        scores.append(report["ferplus_valid"]["accuracy"])
+    return round(sum(scores) / len(scores), 5)
 
 
 def _labels_and_recipe(float_model: Path) -> tuple[tuple[str, ...], dict]:
@@ -208,8 +228,8 @@ def _run(args) -> int:
     qat_report["fine_tune"] = qat_history
     log.info("QAT int8: %s", summary_line(qat_report))
 
-    # Ship the better int8 file by PublicTest (selection never looks at PrivateTest)
-    pub = lambda r: r["fer2013_PublicTest"]["accuracy"]  # noqa: E731
+    # Ship the better int8 file on PublicTest images (selection never looks at PrivateTest)
+    pub = selection_score
     chosen, chosen_path, chosen_report, chosen_meta = (
         ("qat", qat_path, qat_report, qat_meta)
         if pub(qat_report) >= pub(ptq_report)
@@ -233,6 +253,12 @@ def _run(args) -> int:
         "chosen_int8_flip": flip_report,
         "flip_average": flip,
         "flip_average_rule": args.flip_average,
+        "selection": {
+            "rule": SELECTION_RULE,
+            "ptq_int8": pub(ptq_report),
+            "qat_int8": pub(qat_report),
+            "chosen_int8_flip": pub(flip_report),
+        },
         "qat_epochs": epochs,
         "wall_seconds": round(time.time() - started, 1),
         "quick": bool(args.quick),
@@ -275,7 +301,14 @@ def _install(model_path: Path, dest: Path, labels, report: dict, train_metrics: 
         },
         "report": "export/report/report.json",
     }
-    version = f"{report['date']}+{report['chosen']}" + ("-quick" if report["quick"] else "")
+    if "ensemble" in train_metrics:  # the recipe above is its first member's
+        members = train_metrics["ensemble"].get("members", [])
+        extra["training"]["ensemble_members"] = [m.get("path") for m in members]
+    # the file's own hash in the version: two exports on one day stay distinguishable in events
+    digest = hashlib.sha256(model_path.read_bytes()).hexdigest()[:8]
+    version = f"{report['date']}+{report['chosen']}.{digest}" + (
+        "-quick" if report["quick"] else ""
+    )
     flip = bool(report["flip_average"])
     write_metadata(target, tuple(labels), in_q, out_q, version, extra, flip_average=flip)
     log.info("installed %s (+ sidecar) as the device's model", target)

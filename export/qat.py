@@ -103,9 +103,17 @@ def fine_tune(
             train_ds,
             validation_data=val_ds,
             epochs=epochs,
-            callbacks=[ckpt, keras.callbacks.CSVLogger(str(out / "qat_history.csv"))],
+            callbacks=[
+                ckpt,
+                keras.callbacks.CSVLogger(str(out / "qat_history.csv")),
+                # a diverged epoch is never the best one: stop instead of training on NaNs
+                keras.callbacks.TerminateOnNaN(),
+            ],
             verbose=2,
         )
+        losses = history.history.get("loss", [])
+        if any(not np.isfinite(v) for v in losses):
+            log.warning("QAT fine-tune diverged (loss %s); keeping its best finite epoch", losses)
         qat_model.load_weights(best_weights)
         bn_report = None
         if clean_train_ds is not None:

@@ -26,13 +26,21 @@ def _row(name: str, r: dict) -> str:
     )
 
 
+def _selection_text(report: dict) -> str:
+    sel = report.get("selection")
+    if not sel:  # reports written before the rule was recorded
+        return "PublicTest accuracy. "
+    return f"{sel['rule']} (PTQ {sel['ptq_int8']:.4f}, QAT {sel['qat_int8']:.4f}). "
+
+
 def markdown(report: dict) -> str:
     lines = [
         f"# Export report ({report['date']})",
         "",
         f"Float model `{report['float_model']}`, labels: {', '.join(report['labels'])}. "
-        f"Shipped: **{report['chosen'].upper()} int8** (chosen on PublicTest). "
-        f"QAT fine-tuning: {report['qat_epochs']} epoch(s). "
+        f"Shipped: **{report['chosen'].upper()} int8**, chosen on PublicTest images by the "
+        + _selection_text(report)
+        + f"QAT fine-tuning: {report['qat_epochs']} epoch(s). "
         f"Wall time {report['wall_seconds']:.0f} s.",
         "",
         "| model | PublicTest % | PrivateTest % | FER+ valid % | FER+ test % "
@@ -49,7 +57,7 @@ def markdown(report: dict) -> str:
         "",
         f"Flip averaging on the device: **{'on' if report.get('flip_average') else 'off'}** "
         f"(rule `{report.get('flip_average_rule', 'off')}`: auto keeps it only if it raises "
-        "PublicTest accuracy; it doubles the inferences per face).",
+        "the same PublicTest score; it doubles the inferences per face).",
         "",
         "Accuracy is on FER2013 labels (PublicTest, PrivateTest) and FER+ majority votes on "
         "the same images (valid = PublicTest rows, test = PrivateTest rows; rows whose "

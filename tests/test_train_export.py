@@ -1,5 +1,6 @@
 """The training and export pipelines end to end on generated data (tiny net, seconds)."""
 
+import hashlib
 import json
 import shutil
 
@@ -125,11 +126,20 @@ def test_export_quick_produces_verified_int8_model(trained_run, tmp_path):
     assert report["qat_int8"]["output_dtype"] == "int8"
     meta = load_metadata(inst / "emotion_int8.tflite")
     assert meta.labels[0] == "angry" and meta.extra["metrics"]["fer2013_PrivateTest"]["int8"] >= 0
+    # the version names the file's own hash, so two exports of one day differ in events
+    digest = hashlib.sha256((inst / "emotion_int8.tflite").read_bytes()).hexdigest()[:8]
+    assert meta.version == f"{report['date']}+{report['chosen']}.{digest}-quick"
     assert (rep / "report.md").read_text().startswith("# Export report")
-    # flip averaging: measured on the shipped file, kept (auto) only if PublicTest rises
-    flip, shipped = report["chosen_int8_flip"], report[f"{report['chosen']}_int8"]
-    pub = lambda r: r["fer2013_PublicTest"]["accuracy"]  # noqa: E731
-    assert report["flip_average"] == (pub(flip) > pub(shipped))
+    # PTQ vs QAT and flip averaging: chosen on PublicTest images, FER2013 and FER+ labels
+    sel = report["selection"]
+    for key in ("ptq_int8", "qat_int8", "chosen_int8_flip"):
+        r = report[key]
+        mean = (r["fer2013_PublicTest"]["accuracy"] + r["ferplus_valid"]["accuracy"]) / 2
+        assert sel[key] == pytest.approx(mean, abs=1e-5)
+    assert report["chosen"] == ("qat" if sel["qat_int8"] >= sel["ptq_int8"] else "ptq")
+    # flip averaging: measured on the shipped file, kept (auto) only if the score rises
+    chosen = f"{report['chosen']}_int8"
+    assert report["flip_average"] == (sel["chosen_int8_flip"] > sel[chosen])
     assert meta.flip_average == report["flip_average"]
     assert "flip averaging" in (rep / "report.md").read_text()
     # the installed file + sidecar verifies on its own, through the device's classifier

@@ -8,7 +8,7 @@ Format "emotion-edge-model/1":
       "format": "emotion-edge-model/1",
       "model_file": "emotion_int8.tflite",
       "sha256": "<hex of the .tflite bytes>",
-      "version": "<free text, e.g. 2026-11-23+ptq>",
+      "version": "<free text, e.g. 2026-12-03+ptq.6d983d6b>",
       "labels": ["angry", ...],            # output order
       "input": {"size": 48, "channels": 1, "dtype": "int8", "scale": 0.0039..,
                 "zero_point": -128, "normalization": "pixel / 255",

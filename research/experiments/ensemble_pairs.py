@@ -1,0 +1,106 @@
+"""Experiment (not part of the recipe): which committed float models are worth averaging?
+
+Scores every single model and every pair and triple of the committed float models, each with
+and without flip averaging, on PublicTest (selection) and PrivateTest (report): FER2013 labels
+on the dataset crops, FER+ majority labels, and FER2013 labels on the daemon's re-crops
+(emotion_edge_train.device_crops, the training-time cache: one camera-like placement per face,
+the faces the detector found; a proxy for the benchmark's device_faces table, which places each
+face three ways). `mean3` is the mean of the three PublicTest measures, the rule that chose
+model v2 (docs/experiments.md). Members are averaged as probabilities, as
+`emotion-edge-train ensemble` does. Prints a table and writes OUT/result.json.
+
+    .venv/bin/python research/experiments/ensemble_pairs.py --data ../shared/data \
+        --out runs/ensemble_pairs
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+from emotion_edge.preprocess import FACE_CROP_SCALE, FACE_CROP_SHIFT_Y, to_float_input
+from emotion_edge_train.data import ferplus_majority, load_fer
+from emotion_edge_train.device_crops import cached_device_framed
+from emotion_edge_train.teachers import dataset_fingerprint
+from emotion_edge_train.tf_env import keras
+
+ART = Path("train/artifacts")
+MODELS = {
+    "T1": ART / "teachers/teacher_t1.h5",
+    "T2": ART / "teachers/teacher_s2.h5",
+    "T3": ART / "teachers/teacher_t3.h5",
+    "S1": ART / "students/student_s3/student_s3.h5",
+    "S2": ART / "students/student_s4/student_s4.h5",
+}
+
+
+def predictions(paths: dict[str, Path], x: np.ndarray) -> dict[str, np.ndarray]:
+    out = {}
+    for name, path in paths.items():
+        model = keras.models.load_model(path, compile=False)
+        out[name] = model.predict(x, batch_size=512, verbose=0)
+        out[name + "_flip"] = model.predict(x[:, :, ::-1, :], batch_size=512, verbose=0)
+        logging.info("predicted with %s", name)
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", required=True, help="FER2013 + FER+ folder, e.g. ../shared/data")
+    p.add_argument("--out", type=Path, default=Path("runs/ensemble_pairs"))
+    p.add_argument("--max-members", type=int, default=3)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    ds = load_fer(args.data)
+    crops, found = cached_device_framed(
+        ds.images, dataset_fingerprint(ds), FACE_CROP_SCALE, FACE_CROP_SHIFT_Y
+    )
+    rows = np.concatenate([ds.split("PublicTest"), ds.split("PrivateTest")])
+    pub = np.isin(rows, ds.split("PublicTest"))
+    y = ds.labels[rows]
+    maj = ferplus_majority(ds.ferplus_votes[rows])
+    found = found[rows].astype(bool)
+    plain = predictions(MODELS, to_float_input(ds.images[rows]))
+    recrop = predictions(MODELS, to_float_input(crops[rows]))
+
+    def acc(probs, mask, labels):
+        keep = mask & (labels >= 0)
+        return round(100 * float(np.mean(probs.argmax(1)[keep] == labels[keep])), 2)
+
+    results = []
+    for n in range(1, args.max_members + 1):
+        for combo in itertools.combinations(MODELS, n):
+            for flip in (False, True):
+                a = sum(plain[c] + (plain[c + "_flip"] if flip else 0) for c in combo)
+                b = sum(recrop[c] + (recrop[c + "_flip"] if flip else 0) for c in combo)
+                r = {
+                    "members": "+".join(combo),
+                    "flip": flip,
+                    "passes_per_face": n * (2 if flip else 1),
+                    "pub": acc(a, pub, y),
+                    "pub_recrop": acc(b, pub & found, y),
+                    "pub_recrop_gap": round(acc(a, pub & found, y) - acc(b, pub & found, y), 2),
+                    "ferplus_valid": acc(a, pub, maj),
+                    "priv": acc(a, ~pub, y),
+                    "priv_recrop": acc(b, ~pub & found, y),
+                    "priv_recrop_gap": round(acc(a, ~pub & found, y) - acc(b, ~pub & found, y), 2),
+                    "ferplus_test": acc(a, ~pub, maj),
+                }
+                r["mean3_pub"] = round((r["pub"] + r["pub_recrop"] + r["ferplus_valid"]) / 3, 2)
+                results.append(r)
+    keys = list(results[0])
+    print(" | ".join(keys))
+    for r in results:
+        print(" | ".join(str(r[k]) for k in keys))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "result.json").write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
