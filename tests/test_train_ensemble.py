@@ -115,3 +115,12 @@ def test_ensemble_cli_writes_model_and_member_records(tmp_path, monkeypatch):
         )
         == 2
     )
+
+    # evaluate refreshes the figures in place and keeps the ensemble's record and recipe
+    m = json.loads(out.with_name("metrics.json").read_text())
+    m["fer2013_PublicTest"]["accuracy"] = -1.0
+    out.with_name("metrics.json").write_text(json.dumps(m))
+    assert train_cli.main(["evaluate", str(out), "--data", str(root)]) == 0
+    again = json.loads(out.with_name("metrics.json").read_text())
+    assert again["fer2013_PublicTest"]["accuracy"] == metrics["fer2013_PublicTest"]["accuracy"]
+    assert again["ensemble"] == metrics["ensemble"] and again["config"] == metrics["config"]

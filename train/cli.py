@@ -383,8 +383,6 @@ def _evaluate(args) -> int:
     labels = tuple(model.get_layer("probs").output.shape[-1] * [""])
     meta = args.model.with_name("labels.json")
     if meta.is_file():
-        import json
-
         labels = tuple(json.loads(meta.read_text()))
     else:
         from emotion_edge.preprocess import FER2013_LABELS
@@ -393,7 +391,10 @@ def _evaluate(args) -> int:
     out = args.out or args.model.parent
     out.mkdir(parents=True, exist_ok=True)
     metrics = evaluate_model(model, load_fer(args.data), labels, out)
-    write_json(metrics, out / "metrics.json")
+    target = out / "metrics.json"
+    if target.is_file():  # keep what training wrote there (config, history, ensemble members)
+        metrics = json.loads(target.read_text()) | metrics
+    write_json(metrics, target)
     print(summary_line(metrics))
     return 0
 
