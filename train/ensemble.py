@@ -10,12 +10,12 @@ tensorflow-model-optimization quantizes Concatenate and Dense, not Average.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from emotion_edge_train.teachers import file_sha256
 from emotion_edge_train.tf_env import keras
 
 
@@ -70,7 +70,7 @@ def build_ensemble(members: Sequence, name: str = "emotion_ensemble"):
 
 def member_record(path: Path) -> dict:
     """What the ensemble's metrics.json says of one member: its file and measured figures."""
-    record: dict = {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    record: dict = {"path": str(path), "sha256": file_sha256(path)}
     for metrics in (path.with_name("metrics.json"), path.with_name(f"{path.stem}_metrics.json")):
         if metrics.is_file():
             m = json.loads(metrics.read_text())

@@ -41,7 +41,7 @@ def dataset_fingerprint(ds: FerDataset) -> str:
     return h.hexdigest()[:16]
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
@@ -80,7 +80,7 @@ def compute_soft_labels(
         probs=probs.astype(np.float16),
         labels=np.array(labels),
         teachers=np.array([str(p) for p in teacher_paths]),
-        teacher_sha256=np.array([_sha256(p) for p in teacher_paths]),
+        teacher_sha256=np.array([file_sha256(p) for p in teacher_paths]),
         fingerprint=np.array(dataset_fingerprint(ds)),
     )
     pred = probs.argmax(1)

@@ -78,17 +78,18 @@ def main() -> int:
             for flip in (False, True):
                 a = sum(plain[c] + (plain[c + "_flip"] if flip else 0) for c in combo)
                 b = sum(recrop[c] + (recrop[c + "_flip"] if flip else 0) for c in combo)
+                pub_recrop, priv_recrop = acc(b, pub & found, y), acc(b, ~pub & found, y)
                 r = {
                     "members": "+".join(combo),
                     "flip": flip,
                     "passes_per_face": n * (2 if flip else 1),
                     "pub": acc(a, pub, y),
-                    "pub_recrop": acc(b, pub & found, y),
-                    "pub_recrop_gap": round(acc(a, pub & found, y) - acc(b, pub & found, y), 2),
+                    "pub_recrop": pub_recrop,
+                    "pub_recrop_gap": round(acc(a, pub & found, y) - pub_recrop, 2),
                     "ferplus_valid": acc(a, pub, maj),
                     "priv": acc(a, ~pub, y),
-                    "priv_recrop": acc(b, ~pub & found, y),
-                    "priv_recrop_gap": round(acc(a, ~pub & found, y) - acc(b, ~pub & found, y), 2),
+                    "priv_recrop": priv_recrop,
+                    "priv_recrop_gap": round(acc(a, ~pub & found, y) - priv_recrop, 2),
                     "ferplus_test": acc(a, ~pub, maj),
                 }
                 r["mean3_pub"] = round((r["pub"] + r["pub_recrop"] + r["ferplus_valid"]) / 3, 2)
