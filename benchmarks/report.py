@@ -60,6 +60,7 @@ def machine(host: dict, arm: dict | None) -> list[str]:
     rows = [
         ["date (UTC)", m.get("date_utc", "-")],
         ["CPU", f"{m.get('cpu_model')} ({m.get('arch')}), {m.get('cores')} cores"],
+        ["SIMD features for int8", ", ".join(m.get("cpu_isa") or []) or "-"],
         [
             "load average at start (1/5/15 min)",
             " / ".join(str(x) for x in m.get("load_avg_at_start") or []) or "-",

@@ -323,3 +323,22 @@ def test_device_faces_on_real_faces(data_dir, bench_model):
     text = report.markdown({"mode": "full", "machine": {}}, None, res)
     assert "## Accuracy as the device sees faces" in text
     assert f"| PrivateTest | 40 | {report._rule_name(chosen)} (chosen" in text
+
+
+def test_cpu_isa_lists_the_running_arch_flags_only(tmp_path, monkeypatch):
+    """The machine table names the int8-relevant SIMD features, never the host's x86 flags
+    under an emulated ARM CPU; the report prints them."""
+    from benchmarks import common, report
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("model name\t: X\nflags\t\t: fpu sse4_2 avx2 fma avx512f avx512_vnni\n")
+    real_path = common.Path
+    monkeypatch.setattr(
+        common, "Path", lambda p: real_path(cpuinfo) if p == "/proc/cpuinfo" else real_path(p)
+    )
+    monkeypatch.setattr(common.platform, "machine", lambda: "x86_64")
+    assert common.cpu_isa() == ["avx2", "avx512f", "avx512_vnni"]
+    monkeypatch.setattr(common.platform, "machine", lambda: "aarch64")
+    assert common.cpu_isa() == []
+    rows = "\n".join(report.machine({"machine": {"cpu_isa": ["avx2"]}}, None))
+    assert "| SIMD features for int8 | avx2 |" in rows

@@ -16,6 +16,9 @@ RESEARCH = Path(__file__).resolve().parents[1]
     "script",
     [
         "experiments/self_distill.py",
+        "experiments/device_crop_finetune.py",
+        "experiments/ensemble_pairs.py",
+        "experiments/class_bias.py",
         "experiments/step_speed.py",
         "proxy/pack_fer.py",
         "proxy/torch_recipe_proxy.py",
