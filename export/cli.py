@@ -7,7 +7,6 @@ import argparse
 import hashlib
 import json
 import logging
-import shutil
 import sys
 import time
 from datetime import date
@@ -283,8 +282,9 @@ def _install(model_path: Path, dest: Path, labels, report: dict, train_metrics: 
 
     dest.mkdir(parents=True, exist_ok=True)
     target = dest / "emotion_int8.tflite"
-    shutil.copyfile(model_path, target)
-    in_q, out_q = tq(target.read_bytes())
+    content = model_path.read_bytes()
+    target.write_bytes(content)
+    in_q, out_q = tq(content)
     chosen = shipped_report(report)
     acc = lambda r, k: r[k]["accuracy"] if k in r else None  # noqa: E731
     metrics = {
@@ -305,7 +305,7 @@ def _install(model_path: Path, dest: Path, labels, report: dict, train_metrics: 
         members = train_metrics["ensemble"].get("members", [])
         extra["training"]["ensemble_members"] = [m.get("path") for m in members]
     # the file's own hash in the version: two exports on one day stay distinguishable in events
-    digest = hashlib.sha256(model_path.read_bytes()).hexdigest()[:8]
+    digest = hashlib.sha256(content).hexdigest()[:8]
     version = f"{report['date']}+{report['chosen']}.{digest}" + (
         "-quick" if report["quick"] else ""
     )
