@@ -35,6 +35,7 @@ MODELS = {
     "T3": ART / "teachers/teacher_t3.h5",
     "S1": ART / "students/student_s3/student_s3.h5",
     "S2": ART / "students/student_s4/student_s4.h5",
+    "S3": ART / "students/student_c25/student_c25.h5",  # device-crop-prob 0.25
 }
 
 
@@ -53,8 +54,20 @@ def main() -> int:
     p.add_argument("--data", required=True, help="FER2013 + FER+ folder, e.g. ../shared/data")
     p.add_argument("--out", type=Path, default=Path("runs/ensemble_pairs"))
     p.add_argument("--max-members", type=int, default=3)
+    p.add_argument(
+        "--models", default="", help=f"comma-separated subset of {', '.join(MODELS)} (default: all)"
+    )
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    wanted = [m.strip() for m in args.models.split(",") if m.strip()] or list(MODELS)
+    unknown = sorted(set(wanted) - set(MODELS))
+    if unknown:
+        p.error(f"unknown model(s) {unknown}; choose from {list(MODELS)}")
+    models = {m: MODELS[m] for m in wanted if MODELS[m].is_file()}
+    for m in sorted(set(wanted) - set(models)):
+        logging.warning(
+            "skipping %s: %s not found (not trained or not committed yet)", m, MODELS[m]
+        )
 
     ds = load_fer(args.data)
     crops, found = cached_device_framed(
@@ -65,8 +78,8 @@ def main() -> int:
     y = ds.labels[rows]
     maj = ferplus_majority(ds.ferplus_votes[rows])
     found = found[rows].astype(bool)
-    plain = predictions(MODELS, to_float_input(ds.images[rows]))
-    recrop = predictions(MODELS, to_float_input(crops[rows]))
+    plain = predictions(models, to_float_input(ds.images[rows]))
+    recrop = predictions(models, to_float_input(crops[rows]))
 
     def acc(probs, mask, labels):
         keep = mask & (labels >= 0)
@@ -74,7 +87,7 @@ def main() -> int:
 
     results = []
     for n in range(1, args.max_members + 1):
-        for combo in itertools.combinations(MODELS, n):
+        for combo in itertools.combinations(models, n):
             for flip in (False, True):
                 a = sum(plain[c] + (plain[c + "_flip"] if flip else 0) for c in combo)
                 b = sum(recrop[c] + (recrop[c + "_flip"] if flip else 0) for c in combo)
