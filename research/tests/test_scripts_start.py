@@ -19,6 +19,7 @@ RESEARCH = Path(__file__).resolve().parents[1]
         "experiments/device_crop_finetune.py",
         "experiments/ensemble_pairs.py",
         "experiments/class_bias.py",
+        "experiments/int8_vs_float_speed.py",
         "experiments/step_speed.py",
         "proxy/pack_fer.py",
         "proxy/torch_recipe_proxy.py",
