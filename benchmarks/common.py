@@ -76,14 +76,19 @@ def stats_ms(ms) -> dict:
     }
 
 
-def _cpu_model() -> str:
+def _cpuinfo_value(*keys: str) -> str | None:
+    """The first /proc/cpuinfo value whose name starts with one of `keys` (lower case)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware")):
+            if line.lower().startswith(keys):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def _cpu_model() -> str:
+    return _cpuinfo_value("model name", "hardware") or platform.processor() or platform.machine()
 
 
 # The int8 kernels' speed depends on these more than on the clock: with VNNI (x86) or dot
@@ -98,15 +103,8 @@ _ISA_FLAGS = {
 
 def cpu_isa() -> list[str]:
     """The SIMD features from /proc/cpuinfo that decide int8 inference speed."""
-    wanted = _ISA_FLAGS.get(platform.machine(), ())
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("flags", "features")):
-                have = set(line.split(":", 1)[1].split())
-                return [f for f in wanted if f in have]
-    except OSError:
-        pass
-    return []
+    have = set((_cpuinfo_value("flags", "features") or "").split())
+    return [f for f in _ISA_FLAGS.get(platform.machine(), ()) if f in have]
 
 
 def _version(dist: str) -> str | None:

@@ -23,24 +23,20 @@ import numpy as np
 from emotion_edge.classify.classifier import EmotionClassifier, resolve_model_path
 from emotion_edge.preprocess import FER2013_LABELS
 from emotion_edge_train.data import ferplus_majority, load_fer
+from emotion_edge_train.evaluate import classification_report
 
 GRID = np.exp(np.linspace(-1.0, 1.0, 21))  # weights 0.37 .. 2.7
 
 
 def scores(probs: np.ndarray, y: np.ndarray) -> dict:
     keep = y >= 0
-    pred, y = probs.argmax(1)[keep], y[keep]
-    recall = [float(np.mean(pred[y == c] == c)) if np.any(y == c) else 0.0 for c in range(7)]
-    f1 = []
-    for c in range(7):
-        tp = np.sum((pred == c) & (y == c))
-        den = np.sum(pred == c) + np.sum(y == c)
-        f1.append(2 * tp / den if den else 0.0)
+    rep = classification_report(y[keep], probs.argmax(1)[keep], FER2013_LABELS)
+    recall = [c["recall"] for c in rep["per_class"].values()]
     return {
-        "accuracy": round(100 * float(np.mean(pred == y)), 2),
-        "macro_f1": round(float(np.mean(f1)), 4),
+        "accuracy": round(100 * rep["accuracy"], 2),
+        "macro_f1": rep["macro_f1"],
         "mean_recall": round(float(np.mean(recall)), 4),
-        "fear_recall": round(recall[FER2013_LABELS.index("fear")], 4),
+        "fear_recall": rep["per_class"]["fear"]["recall"],
     }
 
 
@@ -95,11 +91,6 @@ def main() -> int:
         rows = ds.split(split)
         probs = clf.predict_faces(ds.images[rows])
         splits[split] = (probs, ds.labels[rows], ferplus_majority(ds.ferplus_votes[rows]))
-        if split == "PublicTest":
-            maj = splits[split][2]
-            pub_keep = maj >= 0
-            both = np.concatenate([one_hot(ds.labels[rows]), one_hot(maj)[pub_keep]])
-            both_probs = np.concatenate([probs, probs[pub_keep]])
         logging.info("predicted %s", split)
 
     pub_probs, pub_y, pub_maj = splits["PublicTest"]
@@ -111,7 +102,10 @@ def main() -> int:
     fits["fit cross-entropy"] = fit_log_prior(pub_probs, one_hot(pub_y))
     keep = pub_maj >= 0
     fits["fit cross-entropy on FER+ valid"] = fit_log_prior(pub_probs[keep], one_hot(pub_maj)[keep])
-    fits["fit cross-entropy on both"] = fit_log_prior(both_probs, both)
+    fits["fit cross-entropy on both"] = fit_log_prior(
+        np.concatenate([pub_probs, pub_probs[keep]]),
+        np.concatenate([one_hot(pub_y), one_hot(pub_maj)[keep]]),
+    )
     # logit adjustment by the Training split's label frequencies: fitted on no test data;
     # what a class-balanced test set (posed-expression datasets often are) would want
     prior = np.bincount(ds.labels[ds.split("Training")], minlength=7) / len(ds.split("Training"))
