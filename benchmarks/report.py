@@ -14,12 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-SPLITS = (
-    ("fer2013_PublicTest", "PublicTest"),
-    ("fer2013_PrivateTest", "PrivateTest"),
-    ("ferplus_valid", "FER+ valid"),
-    ("ferplus_test", "FER+ test"),
-)
+from emotion_edge_train.evaluate import SPLIT_TITLES
 
 
 def _f(v, fmt: str = "{:.2f}", none: str = "-") -> str:
@@ -98,18 +93,20 @@ def accuracy(acc: dict | None, sizes: dict) -> list[str]:
         if r is None:
             continue
         if "skipped" in r:
-            rows.append([names[key], *("-" for _ in SPLITS), "-", f"skipped: {r['skipped']}"])
+            rows.append([names[key], *("-" for _ in SPLIT_TITLES), "-", f"skipped: {r['skipped']}"])
             continue
         size = sizes.get(size_keys.get(key, ""), None)
         rows.append(
             [
                 names[key],
-                *(_pct(r.get(k, {}).get("accuracy")) for k, _ in SPLITS),
+                *(_pct(r.get(k, {}).get("accuracy")) for k in SPLIT_TITLES),
                 _f(r.get("fer2013_PrivateTest", {}).get("macro_f1"), "{:.3f}"),
                 _f(size / 1024 if size else None, "{:.0f} KiB"),
             ]
         )
-    out += _table(["model", *(f"{n} %" for _, n in SPLITS), "macro-F1 (Private)", "file"], rows)
+    out += _table(
+        ["model", *(f"{n} %" for n in SPLIT_TITLES.values()), "macro-F1 (Private)", "file"], rows
+    )
     n_priv = models["int8"]["fer2013_PrivateTest"]["n"]
     out += [
         f"Same images for every model in the same run: FER2013 PublicTest and PrivateTest "

@@ -329,6 +329,13 @@ def _soft_labels(args) -> int:
     return 0
 
 
+def _fer2013_labels(n_outputs: int) -> tuple[str, ...]:
+    """Labels for a model saved without them: FER2013's order, as many as it has outputs."""
+    from emotion_edge.preprocess import FER2013_LABELS
+
+    return tuple(FER2013_LABELS[:n_outputs])
+
+
 def _ensemble(args) -> int:
     from emotion_edge_train.data import load_fer
     from emotion_edge_train.ensemble import EnsembleError, build_ensemble, member_record
@@ -350,12 +357,7 @@ def _ensemble(args) -> int:
     except EnsembleError as exc:
         logging.error("%s", exc)
         return 2
-    if label_sets:
-        labels = label_sets.pop()
-    else:
-        from emotion_edge.preprocess import FER2013_LABELS
-
-        labels = FER2013_LABELS[: int(model.output_shape[-1])]
+    labels = label_sets.pop() if label_sets else _fer2013_labels(int(model.output_shape[-1]))
     out: Path = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     metrics = evaluate_model(model, load_fer(args.data), labels, out.parent)
@@ -380,14 +382,11 @@ def _evaluate(args) -> int:
         logging.error("%s: no such model file", args.model)
         return 2
     model = keras.models.load_model(args.model, compile=False)
-    labels = tuple(model.get_layer("probs").output.shape[-1] * [""])
     meta = args.model.with_name("labels.json")
     if meta.is_file():
         labels = tuple(json.loads(meta.read_text()))
     else:
-        from emotion_edge.preprocess import FER2013_LABELS
-
-        labels = FER2013_LABELS[: len(labels)]
+        labels = _fer2013_labels(int(model.get_layer("probs").output.shape[-1]))
     out = args.out or args.model.parent
     out.mkdir(parents=True, exist_ok=True)
     metrics = evaluate_model(model, load_fer(args.data), labels, out)

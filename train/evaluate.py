@@ -18,7 +18,13 @@ PredictFn = Callable[[np.ndarray], np.ndarray]
 # the result keys of evaluate(); the ferplus_ ones only when the FER+ votes are loaded.
 # FER+ keeps FER2013's splits: its "valid" split is the PublicTest rows (usable for choosing),
 # its "test" split the PrivateTest rows (report only).
-SPLITS = ("fer2013_PublicTest", "fer2013_PrivateTest", "ferplus_valid", "ferplus_test")
+SPLIT_TITLES = {
+    "fer2013_PublicTest": "PublicTest",
+    "fer2013_PrivateTest": "PrivateTest",
+    "ferplus_valid": "FER+ valid",
+    "ferplus_test": "FER+ test",
+}
+SPLITS = tuple(SPLIT_TITLES)
 FERPLUS_SPLITS = {"ferplus_valid": "PublicTest", "ferplus_test": "PrivateTest"}
 
 
