@@ -13,7 +13,7 @@ from datetime import date
 from pathlib import Path
 
 from emotion_edge.config.tables import FLIP_AVERAGE_MODES
-from emotion_edge_train.config import DATA_HELP, DATA_REQUIRED
+from emotion_edge_train.config import DATA_HELP, parse_workstation_args
 
 log = logging.getLogger("emotion_edge_export")
 
@@ -81,13 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if "data" in vars(args) and not args.data:  # every subcommand that reads FER2013
-        parser.error(DATA_REQUIRED)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    args = parse_workstation_args(build_parser(), argv)
     from emotion_edge.errors import ModelError
     from emotion_edge_export.qat import UnsupportedLayerError
     from emotion_edge_train.data import DataError

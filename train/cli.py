@@ -10,10 +10,10 @@ from pathlib import Path
 
 from emotion_edge_train.config import (
     DATA_HELP,
-    DATA_REQUIRED,
     OPTIMIZERS,
     TrainConfig,
     check_stage_list,
+    parse_workstation_args,
 )
 
 QUICK = {
@@ -233,13 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if "data" in vars(args) and not args.data:  # every subcommand that reads FER2013
-        parser.error(DATA_REQUIRED)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    args = parse_workstation_args(build_parser(), argv)
     from emotion_edge_train.data import DataError
 
     try:

@@ -5,6 +5,8 @@ Kept free of TensorFlow so the CLI can show these defaults in `--help` without i
 
 from __future__ import annotations
 
+import argparse
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -21,6 +23,19 @@ OPTIMIZERS = ("adam", "sgd")  # sgd: with Nesterov momentum
 # The data has no default location: the product's CLIs never reach outside the repository.
 DATA_HELP = "fer2013.csv[.gz] or the folder holding it (+ fer2013new.csv), e.g. ../shared/data"
 DATA_REQUIRED = "--data is required: the folder with fer2013.csv[.gz] (e.g. --data ../shared/data)"
+
+
+def parse_workstation_args(
+    parser: argparse.ArgumentParser, argv: list[str] | None
+) -> argparse.Namespace:
+    """Parse a train/export command line (every subcommand with --data needs it) and log."""
+    args = parser.parse_args(argv)
+    if "data" in vars(args) and not args.data:
+        parser.error(DATA_REQUIRED)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return args
 
 
 @dataclass
