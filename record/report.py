@@ -230,6 +230,38 @@ def _session_key(span: Span | None, device: str) -> tuple[str, str]:
     return (device, span.label if span is not None else NO_SESSION)
 
 
+# the leading columns of timeline.csv and events.csv: when, where, and in which session/stimulus
+CONTEXT_COLUMNS = ("time", "ts", "device", "session", "participant", "group", "stimulus")
+
+
+@dataclass(frozen=True)
+class _RowContext:
+    device: str
+    ts: float
+    session: Span | None
+    stimulus: Span | None
+
+    @classmethod
+    def of(cls, device: str, ts: float, sessions: SpanIndex, stimuli: SpanIndex) -> _RowContext:
+        return cls(device, ts, sessions.find(device, ts), stimuli.find(device, ts))
+
+    @property
+    def label(self) -> str:
+        return self.session.label if self.session is not None else NO_SESSION
+
+    def cells(self) -> list[str]:
+        sess = self.session
+        return [
+            iso_utc(self.ts),
+            f"{self.ts:.3f}",
+            self.device,
+            self.label,
+            (sess.participant or "") if sess else "",
+            (sess.group or "") if sess else "",
+            self.stimulus.label if self.stimulus else "",
+        ]
+
+
 # -- the report ---------------------------------------------------------------------------------
 
 
@@ -310,13 +342,7 @@ def make_report(
             wr = csv.writer(f)
             wr.writerow(
                 [
-                    "time",
-                    "ts",
-                    "device",
-                    "session",
-                    "participant",
-                    "group",
-                    "stimulus",
+                    *CONTEXT_COLUMNS,
                     "session_offset_s",
                     "face_id",
                     "file",
@@ -327,24 +353,17 @@ def make_report(
             )
             for r in _stream(conn, tq):
                 ts, dev = r[0], r[1]
-                sess = s_index.find(dev, ts)
-                label = sess.label if sess is not None else NO_SESSION
-                if filters.sessions and label not in filters.sessions:
+                ctx = _RowContext.of(dev, ts, s_index, st_index)
+                if filters.sessions and ctx.label not in filters.sessions:
                     continue
-                stim = st_index.find(dev, ts)
+                sess, label, stim = ctx.session, ctx.label, ctx.stimulus
                 probs = np.array(r[4 : 4 + len(LABELS)], dtype=float)
                 key = (dev, label)
                 session_info[key] = sess
                 offset = ts - sess.start if sess is not None and math.isfinite(sess.start) else ""
                 wr.writerow(
                     [
-                        iso_utc(ts),
-                        f"{ts:.3f}",
-                        dev,
-                        label,
-                        (sess.participant or "") if sess else "",
-                        (sess.group or "") if sess else "",
-                        stim.label if stim else "",
+                        *ctx.cells(),
                         f"{offset:.3f}" if offset != "" else "",
                         r[2],
                         r[3] or "",
@@ -405,13 +424,7 @@ def _events_csv(conn, path: Path, filters: Filters, s_index, st_index) -> tuple[
         wr = csv.writer(f)
         wr.writerow(
             [
-                "time",
-                "ts",
-                "device",
-                "session",
-                "participant",
-                "group",
-                "stimulus",
+                *CONTEXT_COLUMNS,
                 "event_id",
                 "face_id",
                 "kind",
@@ -422,21 +435,12 @@ def _events_csv(conn, path: Path, filters: Filters, s_index, st_index) -> tuple[
             ]
         )
         for r in _stream(conn, q):
-            ts, dev = r[0], r[1]
-            sess = s_index.find(dev, ts)
-            label = sess.label if sess is not None else NO_SESSION
-            if filters.sessions and label not in filters.sessions:
+            ctx = _RowContext.of(r[1], r[0], s_index, st_index)
+            if filters.sessions and ctx.label not in filters.sessions:
                 continue
-            stim = st_index.find(dev, ts)
             wr.writerow(
                 [
-                    iso_utc(ts),
-                    f"{ts:.3f}",
-                    dev,
-                    label,
-                    (sess.participant or "") if sess else "",
-                    (sess.group or "") if sess else "",
-                    stim.label if stim else "",
+                    *ctx.cells(),
                     r[2],
                     r[3],
                     r[4],
