@@ -103,3 +103,44 @@ def test_device_framed_recrops_a_real_face():
     assert not np.array_equal(crops[0], face)
     # the re-crop is the same face, framed a little tighter: still strongly correlated
     assert np.corrcoef(crops[0].ravel(), face.ravel())[0, 1] > 0.5
+
+
+def test_online_teacher_targets_are_its_predictions_on_the_augmented_view():
+    from emotion_edge_train.config import TrainConfig
+    from emotion_edge_train.tf_env import keras, tf
+    from emotion_edge_train.train import make_dataset
+
+    # a "teacher" whose class-0 probability is the mean brightness of the left half it sees:
+    # it tells the un-flipped image from its mirror, which fixed soft labels cannot
+    face = keras.Input((48, 48, 1))
+    left = keras.layers.Lambda(lambda x: tf.reduce_mean(x[:, :, :24, 0], axis=(1, 2)))(face)
+    probs = keras.layers.Lambda(lambda p: tf.stack([p, 1 - p], axis=1))(left)
+    teacher = keras.Model(face, probs)
+    images = np.zeros((8, 48, 48), np.uint8)
+    images[:, :, :24] = 255  # left half white: the teacher says class 0 until flipped
+    hard = np.tile(np.float32([0.0, 1.0]), (8, 1))
+    cfg = TrainConfig(batch_size=8, teacher_weight=0.75, augment=False)
+    ((_, y, _),) = make_dataset(images, hard, np.ones(8, np.float32), cfg, True, teacher=teacher)
+    np.testing.assert_allclose(y.numpy(), np.tile([0.75, 0.25], (8, 1)), atol=1e-5)
+    flipped = images[:, :, ::-1].copy()
+    ((_, y, _),) = make_dataset(flipped, hard, np.ones(8, np.float32), cfg, True, teacher=teacher)
+    np.testing.assert_allclose(y.numpy(), hard, atol=1e-5)
+    ((_, y, _),) = make_dataset(images, hard, np.ones(8, np.float32), cfg, False, teacher=teacher)
+    np.testing.assert_allclose(y.numpy(), hard), "validation targets stay the labels"
+
+
+def test_student_distils_online_from_teacher_models(teacher, tmp_path, monkeypatch):
+    root, model = teacher
+    monkeypatch.setenv("EMOTION_EDGE_CACHE", str(root / "cache"))
+    out = tmp_path / "student"
+    args = ["fit", "--quick", "--data", str(root), "--out", str(out), "--teacher-models"]
+    args += [str(model), str(model), "--teacher-weight", "0.7"]
+    assert train_cli.main(args) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["config"]["teacher_models"] == [str(model), str(model)]
+    assert m["fer2013_PublicTest"]["accuracy"] > 0
+    soft = tmp_path / "soft.npz"
+    both = args + ["--teacher-labels", str(soft)]
+    assert train_cli.main(both) == 2
+    missing = ["fit", "--quick", "--data", str(root), "--out", str(out)]
+    assert train_cli.main(missing + ["--teacher-models", str(tmp_path / "nope.h5")]) == 2

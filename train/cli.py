@@ -171,10 +171,21 @@ def build_parser() -> argparse.ArgumentParser:
         "into the targets",
     )
     f.add_argument(
+        "--teacher-models",
+        nargs="+",
+        type=Path,
+        default=[],
+        metavar="H5",
+        help="distil online: these float teachers predict on every augmented batch (the "
+        "student's own view of each face); their mean probabilities go into the targets. "
+        "Slower per epoch than --teacher-labels, which it excludes",
+    )
+    f.add_argument(
         "--teacher-weight",
         type=float,
         default=defaults.teacher_weight,
-        help="share of the teachers' probabilities in the targets (with --teacher-labels)",
+        help="share of the teachers' probabilities in the targets (with --teacher-labels "
+        "or --teacher-models)",
     )
     f.add_argument(
         "--device-crop-prob",
@@ -282,8 +293,16 @@ def _fit(args) -> int:
         swa_lr=args.swa_lr,
         teacher_labels=args.teacher_labels,
         teacher_weight=args.teacher_weight,
+        teacher_models=[str(p) for p in args.teacher_models],
         device_crop_prob=args.device_crop_prob,
     )
+    if cfg.teacher_models and cfg.teacher_labels:
+        logging.error("--teacher-models and --teacher-labels: choose one way to distil")
+        return 2
+    missing = [p for p in cfg.teacher_models if not Path(p).is_file()]
+    if missing:
+        logging.error("--teacher-models: not found: %s", ", ".join(missing))
+        return 2
     for name in ("teacher_weight", "device_crop_prob"):
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             logging.error(

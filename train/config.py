@@ -71,4 +71,7 @@ class TrainConfig:
     swa_lr: float = 3e-4  # peak of the per-epoch cosine during SWA
     teacher_labels: str = ""  # soft-label file (emotion-edge-train soft-labels); "" = none
     teacher_weight: float = 0.5  # share of the teachers' probabilities in the targets
+    # float teachers run on each augmented batch (the student's own view of each face), instead
+    # of fixed soft labels on the clean images; exclusive with teacher_labels
+    teacher_models: list[str] = field(default_factory=list)
     device_crop_prob: float = 0.0  # chance a Training image is the daemon's re-crop of it

@@ -9,6 +9,11 @@ machine continues from the repository alone, without the teachers' training runs
         train/artifacts/teachers/teacher_s2.h5 \
         --data ../shared/data --out train/artifacts/teachers/soft_labels.npz
 
+`emotion-edge-train fit --teacher-models A.h5 B.h5` distils online instead: the teachers
+predict on every augmented training batch, so their targets describe the very view (shift,
+flip, device crop) the student sees ("consistent teaching"), at the cost of the teachers'
+forward passes each epoch.
+
 The file holds one row per dataset row (all three splits, so the ensemble can be scored on
 PublicTest), the label order, each teacher's sha256 and a fingerprint of the images, which
 `load_soft_labels` checks against the data it is used with.
@@ -109,3 +114,21 @@ def load_soft_labels(path: Path, ds: FerDataset, labels: tuple[str, ...]) -> np.
         probs = z["probs"].astype(np.float32)
     probs /= np.maximum(probs.sum(1, keepdims=True), 1e-6)
     return probs
+
+
+def load_online_teacher(paths: list[str], labels: tuple[str, ...]):
+    """One frozen float model giving the mean of the teachers' probabilities (flat graph)."""
+    from emotion_edge_train.ensemble import build_ensemble
+    from emotion_edge_train.tf_env import keras
+
+    models = []
+    for path in paths:
+        model = keras.models.load_model(path, compile=False)
+        n_out = int(model.output.shape[-1])
+        if n_out != len(labels):
+            raise SoftLabelError(f"{path}: {n_out} outputs, expected {len(labels)} {labels}")
+        log.info("online teacher %s (sha256 %s)", path, file_sha256(Path(path))[:12])
+        models.append(model)
+    teacher = models[0] if len(models) == 1 else build_ensemble(models, name="teachers")
+    teacher.trainable = False
+    return teacher

@@ -40,7 +40,11 @@ from emotion_edge_train.evaluate import (
 )
 from emotion_edge_train.model import build_model
 from emotion_edge_train.swa import EpochCosineLR, WeightAverager, averaged_model
-from emotion_edge_train.teachers import dataset_fingerprint, load_soft_labels
+from emotion_edge_train.teachers import (
+    dataset_fingerprint,
+    load_online_teacher,
+    load_soft_labels,
+)
 from emotion_edge_train.tf_env import keras, tf
 
 log = logging.getLogger(__name__)
@@ -87,9 +91,13 @@ def class_weights(y: np.ndarray, power: float) -> np.ndarray:
     return (w / np.average(w, weights=counts)).astype(np.float32)  # mean sample weight 1
 
 
-def make_dataset(images, targets, weights, cfg: TrainConfig, training: bool, alt_images=None):
+def make_dataset(
+    images, targets, weights, cfg: TrainConfig, training: bool, alt_images=None, teacher=None
+):
     """Batches of (input, target, weight); with `alt_images` (the daemon's re-crops of the
-    same faces) each training sample is its re-crop with probability cfg.device_crop_prob."""
+    same faces) each training sample is its re-crop with probability cfg.device_crop_prob;
+    with a `teacher` model, cfg.teacher_weight of each target is its prediction on the
+    augmented batch."""
     x = images.reshape(-1, INPUT_SIZE, INPUT_SIZE, 1)
     use_alt = training and alt_images is not None and cfg.device_crop_prob > 0
     alt = alt_images.reshape(-1, INPUT_SIZE, INPUT_SIZE, 1) if use_alt else x[:1]
@@ -107,6 +115,9 @@ def make_dataset(images, targets, weights, cfg: TrainConfig, training: bool, alt
         xb = tf.cast(xb, tf.float32) * INPUT_SCALE
         if training and cfg.augment:
             xb = augment_batch(xb, aug)
+        if training and teacher is not None:
+            w = cfg.teacher_weight
+            yb = (1.0 - w) * yb + w * tf.cast(teacher(xb, training=False), yb.dtype)
         return xb, yb, wb
 
     return ds.map(to_input, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
@@ -170,7 +181,14 @@ def train(cfg: TrainConfig) -> dict:
             100 * cfg.device_crop_prob,
             100 * found[train_rows].mean(),
         )
-    train_ds = make_dataset(ds.images[train_rows], y_train, w_train, cfg, True, alt)
+    teacher = None
+    if cfg.teacher_models:
+        teacher = load_online_teacher(cfg.teacher_models, labels)
+        log.info(
+            "targets: %.2f x the online teachers' predictions on each augmented batch",
+            cfg.teacher_weight,
+        )
+    train_ds = make_dataset(ds.images[train_rows], y_train, w_train, cfg, True, alt, teacher)
     val_ds = make_dataset(ds.images[val_rows], y_val, np.ones(len(y_val), np.float32), cfg, False)
     clean_train_ds = make_dataset(ds.images[train_rows], y_train, w_train, cfg, training=False)
 
