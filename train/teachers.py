@@ -63,20 +63,34 @@ def ensemble_probs(predict_fns, images: np.ndarray, batch: int = 1024) -> np.nda
     return (total / max(1, len(predict_fns))).astype(np.float32)
 
 
-def compute_soft_labels(
-    teacher_paths: list[Path], ds: FerDataset, labels: tuple[str, ...], out: Path
-) -> dict:
-    """Predict with every teacher, write the file, return a summary with per-split accuracy."""
+def load_teachers(paths, labels: tuple[str, ...]) -> list:
+    """The teachers' float Keras models, each checked to predict `labels`."""
     from emotion_edge_train.tf_env import keras
 
-    fns = []
-    for path in teacher_paths:
+    models = []
+    for path in paths:
         model = keras.models.load_model(path, compile=False)
         n_out = int(model.output.shape[-1])
         if n_out != len(labels):
             raise SoftLabelError(f"{path}: {n_out} outputs, expected {len(labels)} {labels}")
-        fns.append(lambda x, m=model: m.predict(x, batch_size=512, verbose=0))
-        log.info("teacher %s: %d parameters", path, model.count_params())
+        log.info(
+            "teacher %s: %d parameters, sha256 %s",
+            path,
+            model.count_params(),
+            file_sha256(Path(path))[:12],
+        )
+        models.append(model)
+    return models
+
+
+def compute_soft_labels(
+    teacher_paths: list[Path], ds: FerDataset, labels: tuple[str, ...], out: Path
+) -> dict:
+    """Predict with every teacher, write the file, return a summary with per-split accuracy."""
+    fns = [
+        lambda x, m=model: m.predict(x, batch_size=512, verbose=0)
+        for model in load_teachers(teacher_paths, labels)
+    ]
     probs = ensemble_probs(fns, ds.images)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(
@@ -119,16 +133,8 @@ def load_soft_labels(path: Path, ds: FerDataset, labels: tuple[str, ...]) -> np.
 def load_online_teacher(paths: list[str], labels: tuple[str, ...]):
     """One frozen float model giving the mean of the teachers' probabilities (flat graph)."""
     from emotion_edge_train.ensemble import build_ensemble
-    from emotion_edge_train.tf_env import keras
 
-    models = []
-    for path in paths:
-        model = keras.models.load_model(path, compile=False)
-        n_out = int(model.output.shape[-1])
-        if n_out != len(labels):
-            raise SoftLabelError(f"{path}: {n_out} outputs, expected {len(labels)} {labels}")
-        log.info("online teacher %s (sha256 %s)", path, file_sha256(Path(path))[:12])
-        models.append(model)
+    models = load_teachers(paths, labels)
     teacher = models[0] if len(models) == 1 else build_ensemble(models, name="teachers")
     teacher.trainable = False
     return teacher
