@@ -36,6 +36,7 @@ MODELS = {
     "S1": ART / "students/student_s3/student_s3.h5",
     "S2": ART / "students/student_s4/student_s4.h5",
     "S3": ART / "students/student_c25/student_c25.h5",  # device-crop-prob 0.25
+    "S5": ART / "students/student_online/student_online.h5",  # online teachers T1 + T2
 }
 
 
