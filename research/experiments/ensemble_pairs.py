@@ -33,6 +33,7 @@ MODELS = {
     "T1": ART / "teachers/teacher_t1.h5",
     "T2": ART / "teachers/teacher_s2.h5",
     "T3": ART / "teachers/teacher_t3.h5",
+    "T4": ART / "teachers/teacher_t4.h5",  # T1's recipe over 160 epochs instead of 80
     "S1": ART / "students/student_s3/student_s3.h5",
     "S2": ART / "students/student_s4/student_s4.h5",
     "S3": ART / "students/student_c25/student_c25.h5",  # device-crop-prob 0.25
