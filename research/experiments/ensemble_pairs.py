@@ -38,6 +38,7 @@ MODELS = {
     "S2": ART / "students/student_s4/student_s4.h5",
     "S3": ART / "students/student_c25/student_c25.h5",  # device-crop-prob 0.25
     "S5": ART / "students/student_online/student_online.h5",  # online teachers T1 + T2
+    "S6": ART / "students/student_t124/student_t124.h5",  # soft labels of T1 + T2 + T4
 }
 
 
