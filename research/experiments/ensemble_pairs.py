@@ -39,6 +39,7 @@ MODELS = {
     "S3": ART / "students/student_c25/student_c25.h5",  # device-crop-prob 0.25
     "S5": ART / "students/student_online/student_online.h5",  # online teachers T1 + T2
     "S6": ART / "students/student_t124/student_t124.h5",  # soft labels of T1 + T2 + T4
+    "W1": ART / "students/student_w32/student_w32.h5",  # S6's recipe at width 32, one net
 }
 
 
