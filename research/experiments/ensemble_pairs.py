@@ -7,7 +7,12 @@ on the dataset crops, FER+ majority labels, and FER2013 labels on the daemon's r
 the faces the detector found; a proxy for the benchmark's device_faces table, which places each
 face three ways). `mean3` is the mean of the three PublicTest measures, the rule that chose
 model v2 (docs/experiments.md). Members are averaged as probabilities, as
-`emotion-edge-train ensemble` does. Prints a table and writes OUT/result.json.
+`emotion-edge-train ensemble` does. With `--mirrored`, each model also enters as a mirrored
+member `Xm` (the model applied to the mirror image of the face, one pass: a net whose conv
+kernels are flipped left-right computes exactly that), so a pair can look at both sides of a
+face at the cost of two passes. `--combine geomean` averages log-probabilities instead (the
+argmax of the mean logits, what a graph averaging the members' pre-softmax outputs gives).
+Prints a table and writes OUT/result.json.
 
     .venv/bin/python research/experiments/ensemble_pairs.py --data ../shared/data \
         --out runs/ensemble_pairs
@@ -61,6 +66,17 @@ def main() -> int:
     p.add_argument(
         "--models", default="", help=f"comma-separated subset of {', '.join(MODELS)} (default: all)"
     )
+    p.add_argument(
+        "--mirrored",
+        action="store_true",
+        help="also score members applied to the mirrored face (named Xm, one pass each)",
+    )
+    p.add_argument(
+        "--combine",
+        choices=("mean", "geomean"),
+        default="mean",
+        help="average the members' probabilities (as shipped) or their log-probabilities",
+    )
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     wanted = [m.strip() for m in args.models.split(",") if m.strip()] or list(MODELS)
@@ -85,13 +101,28 @@ def main() -> int:
     plain = predictions(models, to_float_input(ds.images[rows]))
     recrop = predictions(models, to_float_input(crops[rows]))
 
+    if args.combine == "geomean":
+        for preds in (plain, recrop):
+            for k in preds:
+                preds[k] = np.log(np.maximum(preds[k], 1e-7))
+    names = list(models)
+    if args.mirrored:
+        for preds in (plain, recrop):
+            for m in models:
+                preds[m + "m"] = preds[m + "_flip"]
+                preds[m + "m_flip"] = preds[m]
+        names += [m + "m" for m in models]
+
     def acc(probs, mask, labels):
         keep = mask & (labels >= 0)
         return round(100 * float(np.mean(probs.argmax(1)[keep] == labels[keep])), 2)
 
     results = []
     for n in range(1, args.max_members + 1):
-        for combo in itertools.combinations(models, n):
+        for combo in itertools.combinations(names, n):
+            bases = [c.removesuffix("m") if c not in models else c for c in combo]
+            if len(set(bases)) < n or combo[0] not in models:
+                continue  # X with Xm is X's flip averaging; Xm first mirrors a listed pair
             for flip in (False, True):
                 a = sum(plain[c] + (plain[c + "_flip"] if flip else 0) for c in combo)
                 b = sum(recrop[c] + (recrop[c + "_flip"] if flip else 0) for c in combo)
