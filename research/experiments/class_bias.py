@@ -106,6 +106,15 @@ def main() -> int:
         np.concatenate([pub_probs, pub_probs[keep]]),
         np.concatenate([one_hot(pub_y), one_hot(pub_maj)[keep]]),
     )
+    # one weight, on fear only (the class the issue asks to improve), chosen on PublicTest by
+    # the export's rule: the mean of the accuracies under FER2013 and FER+ labels
+    fear = FER2013_LABELS.index("fear")
+
+    def both_labels(w: np.ndarray) -> float:
+        return scores(pub_probs * w, pub_y)["accuracy"] + scores(pub_probs * w, pub_maj)["accuracy"]
+
+    trials = [np.where(np.arange(7) == fear, g, 1.0) for g in GRID]
+    fits["fear only, fit mean of both accuracies"] = max(trials, key=both_labels)
     # logit adjustment by the Training split's label frequencies: fitted on no test data;
     # what a class-balanced test set (posed-expression datasets often are) would want
     prior = np.bincount(ds.labels[ds.split("Training")], minlength=7) / len(ds.split("Training"))
