@@ -114,3 +114,22 @@ def test_arch_latency_parses_variants_and_times_them_in_litert(monkeypatch):
     assert [r["variant"] for r in rows] == ["width=8", "width=16 convs=1,1,2,2"]
     assert rows[0]["ratio"] == 1.0 and rows[1]["median_ms"] > 0
     assert rows[1]["parameters"] > rows[0]["parameters"]
+
+
+def test_vgg_with_kernels_flipped_left_right_sees_the_mirror_image():
+    """research/experiments/ensemble_pairs.py --mirrored scores a member on the mirrored face
+    as a one-pass net; that holds only while every layer is mirror-symmetric (same-padding
+    3x3 convs, 2x2 pools on even sizes, global pooling)."""
+    model = build_model("vgg", 7, width=4, dropout=0.3, l2=5e-5)
+    rng = np.random.default_rng(1)
+    for layer in model.layers:  # random BatchNorm statistics, so they matter too
+        if layer.name.endswith("_bn"):
+            layer.set_weights([rng.uniform(0.5, 1.5, w.shape) for w in layer.get_weights()])
+    faces = rng.random((8, 48, 48, 1)).astype(np.float32)
+    on_mirror = model.predict(faces[:, :, ::-1, :], verbose=0)
+    for layer in model.layers:
+        if layer.name.endswith("_conv"):
+            (kernel,) = layer.get_weights()
+            layer.set_weights([kernel[:, ::-1]])
+    np.testing.assert_allclose(model.predict(faces, verbose=0), on_mirror, atol=1e-5)
+    assert not np.allclose(model.predict(faces[:, :, ::-1, :], verbose=0), on_mirror, atol=1e-5)
