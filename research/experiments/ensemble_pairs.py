@@ -45,6 +45,9 @@ MODELS = {
     "S5": ART / "students/student_online/student_online.h5",  # online teachers T1 + T2
     "S6": ART / "students/student_t124/student_t124.h5",  # soft labels of T1 + T2 + T4
     "W1": ART / "students/student_w32/student_w32.h5",  # S6's recipe at width 32, one net
+    # S1's recipe at width 24 over 50 epochs (a pair member of 1.2 passes); its .h5 is not
+    # committed (the 30 MB cap): train it with the command in docs/training.md (stage S7)
+    "S7": Path("runs/student_w24/best.h5"),
 }
 
 
