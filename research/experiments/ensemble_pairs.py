@@ -24,11 +24,12 @@ import argparse
 import itertools
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from emotion_edge.preprocess import FACE_CROP_SCALE, FACE_CROP_SHIFT_Y, to_float_input
-from emotion_edge_train.data import ferplus_majority, load_fer
+from emotion_edge_train.data import FerDataset, ferplus_majority, load_fer
 from emotion_edge_train.device_crops import cached_device_framed
 from emotion_edge_train.teachers import dataset_fingerprint
 from emotion_edge_train.tf_env import keras
@@ -49,6 +50,62 @@ MODELS = {
     # committed (the 30 MB cap): train it with the command in docs/training.md (stage S7)
     "S7": Path("runs/student_w24/best.h5"),
 }
+
+
+@dataclass
+class TestFaces:
+    """PublicTest + PrivateTest faces as the dataset crops them and as the daemon re-crops them
+    (`found`: the detector found the face), with FER2013 and FER+ majority labels."""
+
+    plain: np.ndarray  # float input
+    recrop: np.ndarray
+    public: np.ndarray  # bool: the row is PublicTest
+    found: np.ndarray  # bool
+    fer2013: np.ndarray
+    ferplus: np.ndarray  # -1 where FER+ has no majority label
+
+    @classmethod
+    def load(cls, data: str) -> TestFaces:
+        ds = load_fer(data)
+        crops, found = cached_device_framed(
+            ds.images, dataset_fingerprint(ds), FACE_CROP_SCALE, FACE_CROP_SHIFT_Y
+        )
+        return cls.of(ds, crops, found)
+
+    @classmethod
+    def of(cls, ds: FerDataset, crops: np.ndarray, found: np.ndarray) -> TestFaces:
+        """From a loaded dataset and its daemon re-crops (`cached_device_framed`)."""
+        rows = np.concatenate([ds.split("PublicTest"), ds.split("PrivateTest")])
+        return cls(
+            plain=to_float_input(ds.images[rows]),
+            recrop=to_float_input(crops[rows]),
+            public=np.isin(rows, ds.split("PublicTest")),
+            found=found[rows].astype(bool),
+            fer2013=ds.labels[rows],
+            ferplus=ferplus_majority(ds.ferplus_votes[rows]),
+        )
+
+    def measures(self, plain_scores: np.ndarray, recrop_scores: np.ndarray) -> dict:
+        """Accuracies (%) of summed member scores on `plain` and `recrop`, and mean3_pub."""
+
+        def acc(scores, mask, labels):
+            keep = mask & (labels >= 0)
+            return round(100 * float(np.mean(scores.argmax(1)[keep] == labels[keep])), 2)
+
+        a, b, pub, found, y = plain_scores, recrop_scores, self.public, self.found, self.fer2013
+        pub_recrop, priv_recrop = acc(b, pub & found, y), acc(b, ~pub & found, y)
+        r = {
+            "pub": acc(a, pub, y),
+            "pub_recrop": pub_recrop,
+            "pub_recrop_gap": round(acc(a, pub & found, y) - pub_recrop, 2),
+            "ferplus_valid": acc(a, pub, self.ferplus),
+            "priv": acc(a, ~pub, y),
+            "priv_recrop": priv_recrop,
+            "priv_recrop_gap": round(acc(a, ~pub & found, y) - priv_recrop, 2),
+            "ferplus_test": acc(a, ~pub, self.ferplus),
+        }
+        r["mean3_pub"] = round((r["pub"] + r["pub_recrop"] + r["ferplus_valid"]) / 3, 2)
+        return r
 
 
 def predictions(paths: dict[str, Path], x: np.ndarray) -> dict[str, np.ndarray]:
@@ -92,17 +149,9 @@ def main() -> int:
             "skipping %s: %s not found (not trained or not committed yet)", m, MODELS[m]
         )
 
-    ds = load_fer(args.data)
-    crops, found = cached_device_framed(
-        ds.images, dataset_fingerprint(ds), FACE_CROP_SCALE, FACE_CROP_SHIFT_Y
-    )
-    rows = np.concatenate([ds.split("PublicTest"), ds.split("PrivateTest")])
-    pub = np.isin(rows, ds.split("PublicTest"))
-    y = ds.labels[rows]
-    maj = ferplus_majority(ds.ferplus_votes[rows])
-    found = found[rows].astype(bool)
-    plain = predictions(models, to_float_input(ds.images[rows]))
-    recrop = predictions(models, to_float_input(crops[rows]))
+    faces = TestFaces.load(args.data)
+    plain = predictions(models, faces.plain)
+    recrop = predictions(models, faces.recrop)
 
     if args.combine == "geomean":
         for preds in (plain, recrop):
@@ -116,10 +165,6 @@ def main() -> int:
                 preds[m + "m_flip"] = preds[m]
         names += [m + "m" for m in models]
 
-    def acc(probs, mask, labels):
-        keep = mask & (labels >= 0)
-        return round(100 * float(np.mean(probs.argmax(1)[keep] == labels[keep])), 2)
-
     results = []
     for n in range(1, args.max_members + 1):
         for combo in itertools.combinations(names, n):
@@ -129,21 +174,12 @@ def main() -> int:
             for flip in (False, True):
                 a = sum(plain[c] + (plain[c + "_flip"] if flip else 0) for c in combo)
                 b = sum(recrop[c] + (recrop[c + "_flip"] if flip else 0) for c in combo)
-                pub_recrop, priv_recrop = acc(b, pub & found, y), acc(b, ~pub & found, y)
                 r = {
                     "members": "+".join(combo),
                     "flip": flip,
                     "passes_per_face": n * (2 if flip else 1),
-                    "pub": acc(a, pub, y),
-                    "pub_recrop": pub_recrop,
-                    "pub_recrop_gap": round(acc(a, pub & found, y) - pub_recrop, 2),
-                    "ferplus_valid": acc(a, pub, maj),
-                    "priv": acc(a, ~pub, y),
-                    "priv_recrop": priv_recrop,
-                    "priv_recrop_gap": round(acc(a, ~pub & found, y) - priv_recrop, 2),
-                    "ferplus_test": acc(a, ~pub, maj),
+                    **faces.measures(a, b),
                 }
-                r["mean3_pub"] = round((r["pub"] + r["pub_recrop"] + r["ferplus_valid"]) / 3, 2)
                 results.append(r)
     keys = list(results[0])
     print(" | ".join(keys))

@@ -23,18 +23,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-from emotion_edge.preprocess import (
-    FACE_CROP_SCALE,
-    FACE_CROP_SHIFT_Y,
-    resolve_labels,
-    to_float_input,
-)
+from emotion_edge.preprocess import FACE_CROP_SCALE, FACE_CROP_SHIFT_Y, resolve_labels
 from emotion_edge_train.config import TrainConfig
-from emotion_edge_train.data import ferplus_majority, load_fer
+from emotion_edge_train.data import load_fer
 from emotion_edge_train.device_crops import cached_device_framed
 from emotion_edge_train.teachers import dataset_fingerprint
 from emotion_edge_train.tf_env import keras, tf
 from emotion_edge_train.train import make_dataset, prepare_rows
+from ensemble_pairs import TestFaces  # the sibling script, on sys.path when run by path
 
 log = logging.getLogger("pair_finetune")
 
@@ -109,36 +105,18 @@ def main() -> None:
     model.fit(train_ds, epochs=args.epochs, verbose=2, callbacks=[Snapshot()])
     train_seconds = time.time() - started
 
-    test = np.concatenate([ds.split("PublicTest"), ds.split("PrivateTest")])
-    pub = np.isin(test, ds.split("PublicTest"))
-    y_test = ds.labels[test]
-    maj = ferplus_majority(ds.ferplus_votes[test])
-    det = found[test].astype(bool)
-    x_plain, x_crop = to_float_input(ds.images[test]), to_float_input(crops[test])
+    faces = TestFaces.of(ds, crops, found)
 
     def predict(model_, x):
         return model_.predict(x, batch_size=512, verbose=0)
 
-    def acc(probs, mask, lab):
-        keep = mask & (lab >= 0)
-        return round(100 * float(np.mean(probs.argmax(1)[keep] == lab[keep])), 2)
+    partner_plain, partner_recrop = predict(partner, faces.plain), predict(partner, faces.recrop)
 
-    base = {"plain": predict(partner, x_plain), "crop": predict(partner, x_crop)}
-
-    def score(member_path: Path | None) -> dict:
-        m = member if member_path is None else keras.models.load_model(member_path, compile=False)
-        a = base["plain"] + predict(m, x_plain)
-        b = base["crop"] + predict(m, x_crop)
-        r = {
-            "pub": acc(a, pub, y_test),
-            "pub_recrop": acc(b, pub & det, y_test),
-            "ferplus_valid": acc(a, pub, maj),
-            "priv": acc(a, ~pub, y_test),
-            "priv_recrop": acc(b, ~pub & det, y_test),
-            "ferplus_test": acc(a, ~pub, maj),
-        }
-        r["mean3_pub"] = round((r["pub"] + r["pub_recrop"] + r["ferplus_valid"]) / 3, 2)
-        return r
+    def score(member_path: Path) -> dict:
+        m = keras.models.load_model(member_path, compile=False)
+        return faces.measures(
+            partner_plain + predict(m, faces.plain), partner_recrop + predict(m, faces.recrop)
+        )
 
     start = score(Path(args.member))
     epochs = {path.stem: score(path) for path in snapshots}
