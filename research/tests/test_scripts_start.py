@@ -20,6 +20,8 @@ RESEARCH = Path(__file__).resolve().parents[1]
         "experiments/ensemble_pairs.py",
         "experiments/class_bias.py",
         "experiments/int8_vs_float_speed.py",
+        "experiments/int8_latency.py",
+        "experiments/pair_finetune.py",
         "experiments/step_speed.py",
         "proxy/pack_fer.py",
         "proxy/torch_recipe_proxy.py",
