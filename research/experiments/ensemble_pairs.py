@@ -12,6 +12,8 @@ member `Xm` (the model applied to the mirror image of the face, one pass: a net 
 kernels are flipped left-right computes exactly that), so a pair can look at both sides of a
 face at the cost of two passes. `--combine geomean` averages log-probabilities instead (the
 argmax of the mean logits, what a graph averaging the members' pre-softmax outputs gives).
+`--pair-weights 0.4,0.6` also scores each pair with its first member weighted w and the second
+1 - w (a free lever: the same two passes).
 Prints a table and writes OUT/result.json.
 
     .venv/bin/python research/experiments/ensemble_pairs.py --data ../shared/data \
@@ -133,6 +135,12 @@ def main() -> int:
         help="also score members applied to the mirrored face (named Xm, one pass each)",
     )
     p.add_argument(
+        "--pair-weights",
+        default="",
+        help="comma-separated weights of a pair's first member (the second gets 1 - w), "
+        "each scored beside the plain mean, e.g. 0.3,0.4,0.6,0.7",
+    )
+    p.add_argument(
         "--combine",
         choices=("mean", "geomean"),
         default="mean",
@@ -150,6 +158,9 @@ def main() -> int:
             "skipping %s: %s not found (not trained or not committed yet)", m, MODELS[m]
         )
 
+    pair_weights = [float(w) for w in args.pair_weights.split(",") if w.strip()]
+    if any(not 0.0 < w < 1.0 for w in pair_weights):
+        p.error(f"--pair-weights must lie strictly between 0 and 1, got {pair_weights}")
     faces = TestFaces.load(args.data)
     plain = predictions(models, faces.plain)
     recrop = predictions(models, faces.recrop)
@@ -172,11 +183,20 @@ def main() -> int:
             bases = [c.removesuffix("m") if c not in models else c for c in combo]
             if len(set(bases)) < n or combo[0] not in models:
                 continue  # X with Xm is X's flip averaging; Xm first mirrors a listed pair
-            for flip in (False, True):
-                a = sum(plain[c] + (plain[c + "_flip"] if flip else 0) for c in combo)
-                b = sum(recrop[c] + (recrop[c + "_flip"] if flip else 0) for c in combo)
+            # equal weights (as shipped) first; a pair also with each --pair-weights split
+            splits = [None] + (pair_weights if n == 2 else [])
+            for w, flip in itertools.product(splits, (False, True)):
+                share = [1.0] * n if w is None else [2 * w, 2 * (1 - w)]
+                a = sum(
+                    s * (plain[c] + (plain[c + "_flip"] if flip else 0))
+                    for s, c in zip(share, combo, strict=True)
+                )
+                b = sum(
+                    s * (recrop[c] + (recrop[c + "_flip"] if flip else 0))
+                    for s, c in zip(share, combo, strict=True)
+                )
                 r = {
-                    "members": "+".join(combo),
+                    "members": "+".join(combo) if w is None else f"{combo[0]}*{w}+{combo[1]}",
                     "flip": flip,
                     "passes_per_face": n * (2 if flip else 1),
                     **faces.measures(a, b),
