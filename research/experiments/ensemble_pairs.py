@@ -121,6 +121,16 @@ def predictions(paths: dict[str, Path], x: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
+def combined(
+    preds: dict[str, np.ndarray], members: tuple[str, ...], share: list[float], flip: bool
+) -> np.ndarray:
+    """The members' scores summed with their shares (and each one's mirror pass if `flip`)."""
+    return sum(
+        s * (preds[m] + (preds[m + "_flip"] if flip else 0))
+        for s, m in zip(share, members, strict=True)
+    )
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="FER2013 + FER+ folder, e.g. ../shared/data")
@@ -187,19 +197,13 @@ def main() -> int:
             splits = [None] + (pair_weights if n == 2 else [])
             for w, flip in itertools.product(splits, (False, True)):
                 share = [1.0] * n if w is None else [2 * w, 2 * (1 - w)]
-                a = sum(
-                    s * (plain[c] + (plain[c + "_flip"] if flip else 0))
-                    for s, c in zip(share, combo, strict=True)
-                )
-                b = sum(
-                    s * (recrop[c] + (recrop[c + "_flip"] if flip else 0))
-                    for s, c in zip(share, combo, strict=True)
-                )
                 r = {
                     "members": "+".join(combo) if w is None else f"{combo[0]}*{w}+{combo[1]}",
                     "flip": flip,
                     "passes_per_face": n * (2 if flip else 1),
-                    **faces.measures(a, b),
+                    **faces.measures(
+                        combined(plain, combo, share, flip), combined(recrop, combo, share, flip)
+                    ),
                 }
                 results.append(r)
     keys = list(results[0])
