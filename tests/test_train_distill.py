@@ -84,6 +84,47 @@ def test_student_trains_on_soft_labels_and_device_crops(teacher, tmp_path, monke
     assert train_cli.main(bad) == 2
 
 
+def test_out_of_fold_teachers_label_only_the_rows_they_left_out(teacher, tmp_path, monkeypatch):
+    root, _ = teacher
+    monkeypatch.setenv("EMOTION_EDGE_CACHE", str(root / "cache"))
+    models, rows = [], []
+    for i in range(2):
+        out = tmp_path / f"fold{i}"
+        args = ["fit", "--quick", "--data", str(root), "--out", str(out), "--seed", str(i)]
+        assert train_cli.main([*args, "--holdout-fold", f"{i}/2"]) == 0
+        m = json.loads((out / "metrics.json").read_text())
+        assert m["config"]["holdout_fold"] == f"{i}/2"
+        rows.append(m["train_rows"])
+        models.append(out / "best.h5")
+    ds = load_fer(root)
+    n_train = len(ds.split("Training"))
+    assert sum(rows) <= n_train and max(rows) < 0.6 * n_train  # each fold left out about half
+
+    soft = tmp_path / "oof.npz"
+    args = ["soft-labels", "--folds", *map(str, models), "--data", str(root), "--out", str(soft)]
+    assert train_cli.main(args) == 0
+    oof = load_soft_labels(soft, ds, FER2013_LABELS)
+    single = []
+    for i, model in enumerate(models):
+        one = tmp_path / f"one{i}.npz"
+        assert (
+            train_cli.main(["soft-labels", str(model), "--data", str(root), "--out", str(one)]) == 0
+        )
+        single.append(load_soft_labels(one, ds, FER2013_LABELS))
+    train = ds.split("Training")
+    for i in range(2):
+        mine = train[train % 2 == i]
+        np.testing.assert_allclose(oof[mine], single[i][mine], atol=2e-3)
+    test = ds.split("PrivateTest")
+    np.testing.assert_allclose(oof[test], (single[0][test] + single[1][test]) / 2, atol=2e-3)
+    assert not np.allclose(single[0][train], single[1][train], atol=2e-3)  # the test can fail
+
+    swapped = ["soft-labels", "--folds", str(models[1]), str(models[0]), "--data", str(root)]
+    assert train_cli.main([*swapped, "--out", str(tmp_path / "x.npz")]) == 2
+    bad_fold = ["fit", "--quick", "--data", str(root), "--out", str(tmp_path / "b")]
+    assert train_cli.main([*bad_fold, "--holdout-fold", "2/2"]) == 2
+
+
 def test_device_framed_recrops_a_real_face():
     import cv2
     from emotion_edge.config import DetectorConfig

@@ -13,6 +13,7 @@ from emotion_edge_train.config import (
     OPTIMIZERS,
     TrainConfig,
     check_stage_list,
+    parse_fold,
     parse_workstation_args,
 )
 
@@ -195,6 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(detector + crop rule in a camera-like frame), so the model learns that framing too",
     )
     f.add_argument(
+        "--holdout-fold",
+        default=defaults.holdout_fold,
+        metavar="I/K",
+        help="leave out the Training rows whose row number %% K == I: a teacher whose "
+        "predictions on them are out-of-fold (soft-labels --folds)",
+    )
+    f.add_argument(
         "--quick",
         action="store_true",
         help="pipeline check in about a minute: tiny net, 2000 rows, 2 epochs",
@@ -212,6 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=Path("train/artifacts/teachers/soft_labels.npz"),
         help="output file (commit it: the student stage reads it)",
+    )
+    s.add_argument(
+        "--folds",
+        action="store_true",
+        help="out-of-fold labels: teacher i (of K, in this order) was trained with "
+        "fit --holdout-fold i/K and alone labels the Training rows with row number %% K == i",
     )
 
     n = sub.add_parser(
@@ -295,6 +309,7 @@ def _fit(args) -> int:
         teacher_weight=args.teacher_weight,
         teacher_models=[str(p) for p in args.teacher_models],
         device_crop_prob=args.device_crop_prob,
+        holdout_fold=args.holdout_fold,
     )
     if cfg.teacher_models and cfg.teacher_labels:
         logging.error("--teacher-models and --teacher-labels: choose one way to distil")
@@ -308,6 +323,12 @@ def _fit(args) -> int:
             logging.error(
                 "--%s: must be in [0, 1], got %g", name.replace("_", "-"), getattr(cfg, name)
             )
+            return 2
+    if cfg.holdout_fold:
+        try:
+            parse_fold(cfg.holdout_fold)
+        except ValueError as exc:
+            logging.error("--holdout-fold: %s", exc)
             return 2
     if args.quick:
         for k, v in QUICK.items():
@@ -333,7 +354,9 @@ def _soft_labels(args) -> int:
         logging.error("teacher model(s) not found: %s", ", ".join(missing))
         return 2
     try:
-        summary = compute_soft_labels(args.teachers, load_fer(args.data), FER2013_LABELS, args.out)
+        summary = compute_soft_labels(
+            args.teachers, load_fer(args.data), FER2013_LABELS, args.out, folds=args.folds
+        )
     except SoftLabelError as exc:
         logging.error("%s", exc)
         return 2

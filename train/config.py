@@ -18,6 +18,17 @@ def check_stage_list(name: str, values: Sequence[int]) -> tuple[int, ...]:
     return tuple(values)
 
 
+def parse_fold(text: str) -> tuple[int, int]:
+    """'i/K' -> (i, K) with 0 <= i < K and K >= 2."""
+    try:
+        i, k = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"fold {text!r}: expected i/K, e.g. 0/2") from None
+    if k < 2 or not 0 <= i < k:
+        raise ValueError(f"fold {text!r}: need K >= 2 and 0 <= i < K")
+    return i, k
+
+
 OPTIMIZERS = ("adam", "sgd")  # sgd: with Nesterov momentum
 
 # The data has no default location: the product's CLIs never reach outside the repository.
@@ -75,3 +86,6 @@ class TrainConfig:
     # of fixed soft labels on the clean images; exclusive with teacher_labels
     teacher_models: list[str] = field(default_factory=list)
     device_crop_prob: float = 0.0  # chance a Training image is the daemon's re-crop of it
+    # "i/K": leave out the Training rows whose dataset row number % K == i, so that this
+    # model's predictions on them are out-of-fold (see `soft-labels --folds`)
+    holdout_fold: str = ""

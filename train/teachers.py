@@ -14,6 +14,12 @@ predict on every augmented training batch, so their targets describe the very vi
 flip, device crop) the student sees ("consistent teaching"), at the cost of the teachers'
 forward passes each epoch.
 
+With `--folds`, teacher i must have been trained with `fit --holdout-fold i/K`: each
+Training row r then gets only the prediction of teacher r % K, which never saw it, so its soft
+label is what a model thinks of an unseen face (as noisy as a test prediction, and unlike an
+in-sample prediction it does not echo the face's own, possibly wrong, label); the test splits
+get the mean of all K.
+
 The file holds one row per dataset row (all three splits, so the ensemble can be scored on
 PublicTest), the label order, each teacher's sha256 and a fingerprint of the images, which
 `load_soft_labels` checks against the data it is used with.
@@ -22,6 +28,7 @@ PublicTest), the label order, each teacher's sha256 and a fingerprint of the ima
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -83,15 +90,51 @@ def load_teachers(paths, labels: tuple[str, ...]) -> list:
     return models
 
 
+def check_fold_teachers(teacher_paths: list[Path]) -> None:
+    """Teacher i of K must have left out fold i/K, where its metrics.json says so."""
+    k = len(teacher_paths)
+    for i, path in enumerate(teacher_paths):
+        metrics = Path(path).with_name("metrics.json")
+        if not metrics.is_file():
+            log.warning("%s: no metrics.json beside it; not checked against fold %d/%d", path, i, k)
+            continue
+        fold = json.loads(metrics.read_text()).get("config", {}).get("holdout_fold", "")
+        if fold != f"{i}/{k}":
+            raise SoftLabelError(
+                f"{path}: trained with holdout fold {fold or 'none'!r}, "
+                f"expected {i}/{k} (list the teachers in fold order)"
+            )
+
+
+def out_of_fold_probs(predict_fns, ds: FerDataset) -> np.ndarray:
+    """Training row r from teacher r % K alone; every other row from the mean of all K."""
+    per_teacher = [ensemble_probs([fn], ds.images) for fn in predict_fns]
+    probs = np.mean(per_teacher, axis=0)
+    train = ds.split("Training")
+    k = len(per_teacher)
+    for i, p in enumerate(per_teacher):
+        rows = train[train % k == i]
+        probs[rows] = p[rows]
+    return probs.astype(np.float32)
+
+
 def compute_soft_labels(
-    teacher_paths: list[Path], ds: FerDataset, labels: tuple[str, ...], out: Path
+    teacher_paths: list[Path],
+    ds: FerDataset,
+    labels: tuple[str, ...],
+    out: Path,
+    folds: bool = False,
 ) -> dict:
     """Predict with every teacher, write the file, return a summary with per-split accuracy."""
+    if folds:
+        if len(teacher_paths) < 2:
+            raise SoftLabelError("--folds needs K >= 2 teachers, one per left-out fold")
+        check_fold_teachers(teacher_paths)
     fns = [
         lambda x, m=model: m.predict(x, batch_size=512, verbose=0)
         for model in load_teachers(teacher_paths, labels)
     ]
-    probs = ensemble_probs(fns, ds.images)
+    probs = out_of_fold_probs(fns, ds) if folds else ensemble_probs(fns, ds.images)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(
         out,
@@ -101,9 +144,15 @@ def compute_soft_labels(
         teachers=np.array([str(p) for p in teacher_paths]),
         teacher_sha256=np.array([file_sha256(p) for p in teacher_paths]),
         fingerprint=np.array(dataset_fingerprint(ds)),
+        out_of_fold=np.array(folds),
     )
     pred = probs.argmax(1)
-    summary = {"file": str(out), "size_bytes": out.stat().st_size, "teachers": len(fns)}
+    summary = {
+        "file": str(out),
+        "size_bytes": out.stat().st_size,
+        "teachers": len(fns),
+        "out_of_fold": folds,
+    }
     for split in ("Training", "PublicTest", "PrivateTest"):
         rows = ds.split(split)
         summary[f"accuracy_{split}"] = round(float(np.mean(pred[rows] == ds.labels[rows])), 4)

@@ -28,7 +28,7 @@ from emotion_edge.preprocess import (
 )
 from emotion_edge_train.augment import AugmentConfig, augment_batch
 from emotion_edge_train.batchnorm import accuracy, recalibrate_if_better
-from emotion_edge_train.config import DATA_REQUIRED, OPTIMIZERS, TrainConfig
+from emotion_edge_train.config import DATA_REQUIRED, OPTIMIZERS, TrainConfig, parse_fold
 from emotion_edge_train.data import DataError, FerDataset, find_duplicates, load_fer, make_targets
 from emotion_edge_train.evaluate import (
     SPLITS,
@@ -75,6 +75,16 @@ def prepare_rows(ds: FerDataset, cfg: TrainConfig, labels: tuple[str, ...]):
         log.info(
             "targets: %.2f x teachers' soft labels from %s", cfg.teacher_weight, cfg.teacher_labels
         )
+    if cfg.holdout_fold:
+        fold, folds = parse_fold(cfg.holdout_fold)
+        keep = train_rows % folds != fold
+        log.info(
+            "holdout fold %s: training on %d rows, leaving out %d",
+            cfg.holdout_fold,
+            int(keep.sum()),
+            int((~keep).sum()),
+        )
+        train_rows, y_train = train_rows[keep], y_train[keep]
     if cfg.limit_train:
         rng = np.random.default_rng(cfg.seed or 0)
         pick = np.sort(rng.choice(len(train_rows), min(cfg.limit_train, len(train_rows)), False))
