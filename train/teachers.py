@@ -135,23 +135,40 @@ def compute_soft_labels(
         for model in load_teachers(teacher_paths, labels)
     ]
     probs = out_of_fold_probs(fns, ds) if folds else ensemble_probs(fns, ds.images)
+    teachers = [str(p) for p in teacher_paths]
+    shas = [file_sha256(p) for p in teacher_paths]
+    return write_soft_labels(out, probs, ds, labels, teachers, shas, folds)
+
+
+def write_soft_labels(
+    out: Path,
+    probs: np.ndarray,
+    ds: FerDataset,
+    labels: tuple[str, ...],
+    teachers: list[str],
+    teacher_sha256: list[str],
+    out_of_fold: bool,
+) -> dict:
+    """Write one soft-label file ([len(ds), n_labels] probs); a summary with split accuracy."""
+    if probs.shape != (len(ds), len(labels)):
+        raise SoftLabelError(f"probs {probs.shape}, expected {(len(ds), len(labels))}")
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(
         out,
         format=np.array(FORMAT),
         probs=probs.astype(np.float16),
         labels=np.array(labels),
-        teachers=np.array([str(p) for p in teacher_paths]),
-        teacher_sha256=np.array([file_sha256(p) for p in teacher_paths]),
+        teachers=np.array(teachers),
+        teacher_sha256=np.array(teacher_sha256),
         fingerprint=np.array(dataset_fingerprint(ds)),
-        out_of_fold=np.array(folds),
+        out_of_fold=np.array(out_of_fold),
     )
     pred = probs.argmax(1)
     summary = {
         "file": str(out),
         "size_bytes": out.stat().st_size,
-        "teachers": len(fns),
-        "out_of_fold": folds,
+        "teachers": len(teachers),
+        "out_of_fold": out_of_fold,
     }
     for split in ("Training", "PublicTest", "PrivateTest"):
         rows = ds.split(split)

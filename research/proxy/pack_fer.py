@@ -17,6 +17,7 @@ import numpy as np
 from emotion_edge.preprocess import resolve_labels
 from emotion_edge_train.config import TrainConfig
 from emotion_edge_train.data import load_fer, make_targets
+from emotion_edge_train.teachers import dataset_fingerprint
 from emotion_edge_train.train import prepare_rows
 
 MOSAIC_ROWS, MOSAIC_COLS = 20, 50  # 1,000 faces per image
@@ -61,6 +62,10 @@ def main() -> None:
         y_val=y_val.argmax(1),
         y_test=y_test.argmax(1),
         n=np.array([len(train_rows), len(val_rows), len(test_rows)]),
+        # dataset row numbers of the packed faces, so that the proxy's predictions can go back
+        # to the dataset (soft_labels.py) and folds follow `fit --holdout-fold` (row % K)
+        rows=np.concatenate([train_rows, val_rows, test_rows]),
+        fingerprint=np.array(dataset_fingerprint(ds)),
         lens=np.array([len(c) for c in chunks]),
     )
     np.concatenate(chunks).tofile(out / "images.webps")

@@ -11,7 +11,13 @@ trainer then has to confirm on the CPU. Input: the folder `pack_fer.py` writes.
 
 Per-model keys of --configs (defaults = the committed recipe): seed, w (FER2013 weight of
 the mixed targets), aug (augmentation strength), drop (head dropout), l2, lr, ls (label
-smoothing), mixup (probability of a Beta(0.4, 0.4) mixup batch), wd (decoupled decay).
+smoothing), mixup (probability of a Beta(0.4, 0.4) mixup batch), wd (decoupled decay),
+fold ("i/K": leave out the Training faces whose dataset row % K == i, as `fit --holdout-fold`
+does; needs a pack with row numbers).
+
+As a teacher stage, `--probs-out FILE` writes every model's flip-averaged probabilities on all
+packed faces (after the best-epoch and BatchNorm choice); `soft_labels.py` turns them into the
+soft-label file the CPU student stage reads (`emotion-edge-train fit --teacher-labels`).
 """
 
 import argparse
@@ -33,13 +39,17 @@ p.add_argument("--data", default=".gpu", help="folder written by pack_fer.py")
 p.add_argument("--out", default="result.json")
 p.add_argument("--limit-train", type=int, default=0)
 p.add_argument("--amp", action="store_true")
+p.add_argument("--probs-out", default="", help="also write each model's probabilities (.npz)")
+p.add_argument("--device", default="cuda", help="cuda, or cpu for a smoke test")
 args = p.parse_args()
 torch.backends.cudnn.benchmark = True
 torch.backends.cuda.matmul.allow_tf32 = True
 torch.backends.cudnn.allow_tf32 = True
-dev = "cuda"
+dev = args.device
 
-DEFAULT = dict(seed=0, w=0.7, aug=0.6, drop=0.3, l2=5e-5, lr=2e-3, ls=0.0, mixup=0.0, wd=0.0)
+DEFAULT = dict(
+    seed=0, w=0.7, aug=0.6, drop=0.3, l2=5e-5, lr=2e-3, ls=0.0, mixup=0.0, wd=0.0, fold=""
+)
 cfgs = [{**DEFAULT, **c} for c in json.loads(args.configs)]
 K = len(cfgs)
 
@@ -68,6 +78,21 @@ if args.limit_train:
     ntr = args.limit_train
     xtr, y_fer, y_plus = xtr[:ntr], y_fer[:ntr], y_plus[:ntr]
 NC = y_fer.shape[1]
+
+
+def train_pool(fold):
+    """Indices into the packed Training faces that a model with this fold may train on."""
+    if not fold:
+        return torch.arange(ntr, device=dev)
+    if "rows" not in meta:
+        raise SystemExit("a fold needs a pack with row numbers: re-run pack_fer.py")
+    i, k = (int(v) for v in fold.split("/"))
+    rows = torch.from_numpy(meta["rows"][:ntr]).to(dev)
+    return torch.nonzero(rows % k != i).flatten()
+
+
+pools = [train_pool(c["fold"]) for c in cfgs]
+n_epoch = min(len(pool) for pool in pools)  # faces per model per epoch (folds differ by a few)
 
 # ---------------------------------------------------------------- model (K nets as groups)
 widths = [int(v) for v in args.widths.split(",")]
@@ -177,7 +202,7 @@ def augment(x, s):
 # ---------------------------------------------------------------- optimiser (per-model lr)
 lr_k, l2_k, wd_k, w_k, aug_k = col("lr"), col("l2"), col("wd"), col("w"), col("aug")
 ls_k, mix_k = col("ls"), col("mixup")
-steps = -(-ntr // args.batch)
+steps = -(-n_epoch // args.batch)
 total = args.epochs * steps
 warm = min(2 * steps, total - 1)
 
@@ -255,8 +280,9 @@ def recalibrate():
         bn[2].zero_()
         bn[3].fill_(1)
     n = 0
-    for i in range(0, ntr, 64):
-        xb = xtr[i : i + 64].float().div(255)[:, None].expand(-1, K, -1, -1)
+    for i in range(0, n_epoch, 64):
+        idx = torch.stack([pool[i : min(i + 64, n_epoch)] for pool in pools])  # [K, B]
+        xb = xtr[idx].float().div(255).transpose(0, 1)  # each model its own faces
         # cumulative average: momentum 1/(n+1) in torch's convention
         forward(xb, True, bn_momentum=1.0 / (n + 1), drop_off=True)
         n += 1
@@ -271,7 +297,12 @@ best = snapshot()
 t0, t = time.time(), 0
 hist = []
 for epoch in range(args.epochs):
-    perms = torch.stack([torch.randperm(ntr, device=dev, generator=g) for g in gens])  # [K, n]
+    perms = torch.stack(
+        [
+            pool[torch.randperm(len(pool), device=dev, generator=g)[:n_epoch]]
+            for pool, g in zip(pools, gens, strict=True)
+        ]
+    )  # [K, n_epoch]
     tr_hits = torch.zeros(K, device=dev)
     for st in range(steps):
         idx = perms[:, st * args.batch : (st + 1) * args.batch]  # [K, B]
@@ -304,7 +335,7 @@ for epoch in range(args.epochs):
     hist.append([round(v, 4) for v in val.tolist()])
     if epoch % 5 == 4 or epoch == args.epochs - 1 or args.epochs <= 3:
         print(
-            f"epoch {epoch + 1} {time.time() - t0:.0f}s train {(tr_hits / ntr).mean():.3f} "
+            f"epoch {epoch + 1} {time.time() - t0:.0f}s train {(tr_hits / n_epoch).mean():.3f} "
             f"val mean {val.mean():.4f} max {val.max():.4f}",
             flush=True,
         )
@@ -312,9 +343,32 @@ for epoch in range(args.epochs):
 # ---------------------------------------------------------------- report
 select_into(tensors(), best, torch.ones(K, dtype=torch.bool, device=dev))
 val0, test0 = accuracy(xva, y_val), accuracy(xte, y_test)
+before = snapshot()
 recalibrate()
 val1, test1 = accuracy(xva, y_val), accuracy(xte, y_test)
 keep = val1 >= val0
+select_into(tensors(), before, ~keep)  # each model ends in the state it reports
+
+
+@torch.no_grad()
+def all_probs():
+    """[K, N, NC] flip-averaged probabilities on every packed face (Training, Pub, Priv)."""
+    out = []
+    for i in range(0, len(allx), 512):
+        xb = allx[i : i + 512].float().div(255)[:, None].expand(-1, K, -1, -1)
+        pr = F.softmax(forward(xb, False), -1) + F.softmax(forward(xb.flip(-1), False), -1)
+        out.append((pr / 2).transpose(0, 1).cpu())
+    return torch.cat(out, 1).numpy()
+
+
+if args.probs_out:
+    np.savez_compressed(
+        args.probs_out,
+        probs=all_probs().astype(np.float16),
+        configs=np.array(json.dumps(cfgs)),
+        widths=np.array(widths),
+        epochs=np.array(args.epochs),
+    )
 res = []
 for k, c in enumerate(cfgs):
     res.append(

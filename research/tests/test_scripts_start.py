@@ -25,6 +25,7 @@ RESEARCH = Path(__file__).resolve().parents[1]
         "experiments/step_speed.py",
         "proxy/pack_fer.py",
         "proxy/torch_recipe_proxy.py",
+        "proxy/soft_labels.py",
     ],
 )
 def test_script_help(script):
