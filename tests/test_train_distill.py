@@ -2,6 +2,7 @@
 them, and the daemon-framed re-crops of training images."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -121,6 +122,14 @@ def test_out_of_fold_teachers_label_only_the_rows_they_left_out(teacher, tmp_pat
 
     swapped = ["soft-labels", "--folds", str(models[1]), str(models[0]), "--data", str(root)]
     assert train_cli.main([*swapped, "--out", str(tmp_path / "x.npz")]) == 2
+    committed = tmp_path / "committed"  # NAME.h5 beside NAME_metrics.json, as in artifacts/
+    committed.mkdir()
+    for i, model in enumerate(models):
+        shutil.copy(model, committed / f"teacher_f{i}.h5")
+        shutil.copy(model.with_name("metrics.json"), committed / f"teacher_f{i}_metrics.json")
+    named = [str(committed / "teacher_f1.h5"), str(committed / "teacher_f0.h5")]
+    args = ["soft-labels", "--folds", *named, "--data", str(root), "--out", str(tmp_path / "y.npz")]
+    assert train_cli.main(args) == 2
     bad_fold = ["fit", "--quick", "--data", str(root), "--out", str(tmp_path / "b")]
     assert train_cli.main([*bad_fold, "--holdout-fold", "2/2"]) == 2
 

@@ -91,12 +91,15 @@ def load_teachers(paths, labels: tuple[str, ...]) -> list:
 
 
 def check_fold_teachers(teacher_paths: list[Path]) -> None:
-    """Teacher i of K must have left out fold i/K, where its metrics.json says so."""
+    """Teacher i of K must have left out fold i/K, where its metrics file says so (a run's
+    `metrics.json` beside `best.h5`, or `NAME_metrics.json` beside a committed `NAME.h5`)."""
     k = len(teacher_paths)
     for i, path in enumerate(teacher_paths):
-        metrics = Path(path).with_name("metrics.json")
+        path = Path(path)
+        named, plain = path.with_name(f"{path.stem}_metrics.json"), path.with_name("metrics.json")
+        metrics = named if named.is_file() else plain
         if not metrics.is_file():
-            log.warning("%s: no metrics.json beside it; not checked against fold %d/%d", path, i, k)
+            log.warning("%s: no metrics file beside it; not checked against fold %d/%d", path, i, k)
             continue
         fold = json.loads(metrics.read_text()).get("config", {}).get("holdout_fold", "")
         if fold != f"{i}/{k}":
