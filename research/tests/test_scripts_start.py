@@ -23,6 +23,7 @@ RESEARCH = Path(__file__).resolve().parents[1]
         "experiments/int8_latency.py",
         "experiments/pair_finetune.py",
         "experiments/step_speed.py",
+        "experiments/soft_label_stats.py",
         "proxy/pack_fer.py",
         "proxy/torch_recipe_proxy.py",
         "proxy/soft_labels.py",
