@@ -109,16 +109,24 @@ def check_fold_teachers(teacher_paths: list[Path]) -> None:
             )
 
 
-def out_of_fold_probs(predict_fns, ds: FerDataset) -> np.ndarray:
-    """Training row r from teacher r % K alone; every other row from the mean of all K."""
-    per_teacher = [ensemble_probs([fn], ds.images) for fn in predict_fns]
-    probs = np.mean(per_teacher, axis=0)
-    train = ds.split("Training")
-    k = len(per_teacher)
-    for i, p in enumerate(per_teacher):
-        rows = train[train % k == i]
-        probs[rows] = p[rows]
-    return probs.astype(np.float32)
+def out_of_fold_mean(
+    probs: np.ndarray, folds: list[tuple[int, int]], rows: np.ndarray, training: np.ndarray
+) -> np.ndarray:
+    """probs [M, n, C]: M models on n faces with dataset row numbers `rows`; model m left out
+    the Training rows with row % K == i for its folds[m] = (i, K). A Training face (where
+    `training`) gets the mean of the models that left it out; every other face the mean of all."""
+    out = probs.mean(0)
+    total = np.zeros(out.shape, np.float64)
+    count = np.zeros(len(rows))
+    for p, (i, k) in zip(probs, folds, strict=True):
+        left_out = training & (rows % k == i)
+        total[left_out] += p[left_out]
+        count[left_out] += 1
+    uncovered = training & (count == 0)
+    if uncovered.any():
+        raise SoftLabelError(f"{int(uncovered.sum())} Training faces are in no left-out fold")
+    out[training] = total[training] / count[training, None]
+    return out.astype(np.float32)
 
 
 def compute_soft_labels(
@@ -137,7 +145,16 @@ def compute_soft_labels(
         lambda x, m=model: m.predict(x, batch_size=512, verbose=0)
         for model in load_teachers(teacher_paths, labels)
     ]
-    probs = out_of_fold_probs(fns, ds) if folds else ensemble_probs(fns, ds.images)
+    if folds:
+        per_teacher = np.stack([ensemble_probs([fn], ds.images) for fn in fns])
+        k = len(fns)
+        training = np.zeros(len(ds), bool)
+        training[ds.split("Training")] = True
+        probs = out_of_fold_mean(
+            per_teacher, [(i, k) for i in range(k)], np.arange(len(ds)), training
+        )
+    else:
+        probs = ensemble_probs(fns, ds.images)
     teachers = [str(p) for p in teacher_paths]
     shas = [file_sha256(p) for p in teacher_paths]
     return write_soft_labels(out, probs, ds, labels, teachers, shas, folds)

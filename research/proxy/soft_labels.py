@@ -24,8 +24,14 @@ from pathlib import Path
 
 import numpy as np
 from emotion_edge.preprocess import FER2013_LABELS
+from emotion_edge_train.config import parse_fold
 from emotion_edge_train.data import load_fer
-from emotion_edge_train.teachers import SoftLabelError, dataset_fingerprint, write_soft_labels
+from emotion_edge_train.teachers import (
+    SoftLabelError,
+    dataset_fingerprint,
+    out_of_fold_mean,
+    write_soft_labels,
+)
 
 log = logging.getLogger("proxy-soft-labels")
 
@@ -49,25 +55,13 @@ def load_models(paths: list[Path]) -> tuple[np.ndarray, list[dict], list[str], l
 def combine(probs: np.ndarray, cfgs: list[dict], rows: np.ndarray, n_train: int, folds: bool):
     """[N, NC]: the mean of the models; with folds, a Training face's mean over the models
     that left it out."""
-    mean = probs.mean(0)
     if not folds:
-        return mean
-    out = mean.copy()
-    covered = np.zeros(n_train, bool)
-    total = np.zeros((n_train, probs.shape[2]), np.float64)
-    count = np.zeros(n_train)
-    for p, cfg in zip(probs, cfgs, strict=True):
+        return probs.mean(0)
+    for cfg in cfgs:
         if not cfg.get("fold"):
             raise SoftLabelError(f"--folds: model {cfg} has no fold; it saw every Training face")
-        i, k = (int(v) for v in cfg["fold"].split("/"))
-        left_out = rows[:n_train] % k == i
-        total[left_out] += p[:n_train][left_out]
-        count[left_out] += 1
-        covered |= left_out
-    if not covered.all():
-        raise SoftLabelError(f"--folds: {int((~covered).sum())} Training faces in no left-out fold")
-    out[:n_train] = total / count[:, None]
-    return out
+    training = np.arange(len(rows)) < n_train  # the pack puts Training faces first
+    return out_of_fold_mean(probs, [parse_fold(c["fold"]) for c in cfgs], rows, training)
 
 
 def main() -> None:
@@ -104,7 +98,7 @@ def main() -> None:
     probs, cfgs = probs[pick], [cfgs[m] for m in pick]
     try:
         combined = combine(probs, cfgs, rows, n_train, args.folds)
-    except SoftLabelError as exc:
+    except (SoftLabelError, ValueError) as exc:  # ValueError: a malformed "fold"
         parser.error(str(exc))
     acc = np.mean(combined[pub].argmax(1) == y_pub)
     print(f"models {pick}: PublicTest {100 * acc:.2f} % (flip-averaged mean)")

@@ -37,7 +37,7 @@ def test_each_training_face_is_labelled_by_the_models_that_left_it_out(sl):
     np.testing.assert_allclose(out[:n_train][~even], probs[1:, :n_train][:, ~even].mean(0))
     np.testing.assert_allclose(out[n_train:], probs[:, n_train:].mean(0))
     np.testing.assert_allclose(sl.combine(probs, cfgs, rows, n_train, folds=False), probs.mean(0))
-    with pytest.raises(sl.SoftLabelError, match="no left-out fold"):
+    with pytest.raises(sl.SoftLabelError, match="in no left-out fold"):
         sl.combine(probs[1:], cfgs[1:], rows, n_train, folds=True)
     with pytest.raises(sl.SoftLabelError, match="no fold"):
         sl.combine(probs, [*cfgs[:2], {"fold": ""}], rows, n_train, folds=True)
