@@ -54,6 +54,8 @@ MODELS = {
     # committed (the 30 MB cap): train it with the command in docs/training.md (stage S7)
     "S7": Path("runs/student_w24/best.h5"),
     "S7b": Path("runs/student_w24_s4/best.h5"),  # S7's command with --seed 4
+    # S1's recipe on out-of-fold soft labels (stage S8 in docs/training.md)
+    "S8": ART / "students/student_oof/student_oof.h5",
 }
 
 
