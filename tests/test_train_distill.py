@@ -12,7 +12,7 @@ pytest.importorskip("tensorflow", reason="training needs the [train] extra")
 
 from emotion_edge.preprocess import FER2013_LABELS  # noqa: E402
 from emotion_edge_train import cli as train_cli  # noqa: E402
-from emotion_edge_train.data import load_fer  # noqa: E402
+from emotion_edge_train.data import fold_keys, load_fer  # noqa: E402
 from emotion_edge_train.teachers import (  # noqa: E402
     SoftLabelError,
     ensemble_probs,
@@ -113,8 +113,9 @@ def test_out_of_fold_teachers_label_only_the_rows_they_left_out(teacher, tmp_pat
         )
         single.append(load_soft_labels(one, ds, FER2013_LABELS))
     train = ds.split("Training")
+    keys = fold_keys(ds.images)
     for i in range(2):
-        mine = train[train % 2 == i]
+        mine = train[keys[train] % 2 == i]
         np.testing.assert_allclose(oof[mine], single[i][mine], atol=2e-3)
     test = ds.split("PrivateTest")
     np.testing.assert_allclose(oof[test], (single[0][test] + single[1][test]) / 2, atol=2e-3)
@@ -130,8 +131,37 @@ def test_out_of_fold_teachers_label_only_the_rows_they_left_out(teacher, tmp_pat
     named = [str(committed / "teacher_f1.h5"), str(committed / "teacher_f0.h5")]
     args = ["soft-labels", "--folds", *named, "--data", str(root), "--out", str(tmp_path / "y.npz")]
     assert train_cli.main(args) == 2
+    for i, model in enumerate(models):  # a teacher cut by the old row-number rule
+        m = json.loads(model.with_name("metrics.json").read_text())
+        del m["holdout_rule"]
+        (committed / f"teacher_f{i}_metrics.json").write_text(json.dumps(m))
+    named.reverse()
+    assert train_cli.main([*args[:1], "--folds", *named, *args[4:]]) == 2
+    for i, model in enumerate(models):  # the same teachers with their rule recorded pass
+        shutil.copy(model.with_name("metrics.json"), committed / f"teacher_f{i}_metrics.json")
+    assert train_cli.main([*args[:1], "--folds", *named, *args[4:]]) == 0
     bad_fold = ["fit", "--quick", "--data", str(root), "--out", str(tmp_path / "b")]
     assert train_cli.main([*bad_fold, "--holdout-fold", "2/2"]) == 2
+
+
+def test_holdout_folds_keep_identical_images_together(teacher):
+    from emotion_edge_train.config import TrainConfig
+    from emotion_edge_train.train import prepare_rows
+
+    root, _ = teacher
+    ds = load_fer(root)
+    train = ds.split("Training")
+    a, b = train[10], train[13]  # rows of different parity: a row-number rule splits them
+    ds.images[b] = ds.images[a]
+    keys = fold_keys(ds.images)
+    assert keys[b] == a and keys[a] == a and (keys[train] != train).sum() == 1
+    kept = []
+    for i in range(2):
+        rows = prepare_rows(ds, TrainConfig(holdout_fold=f"{i}/2"), FER2013_LABELS)[0]
+        kept.append(set(rows.tolist()))
+        assert (a in kept[i]) == (b in kept[i])  # the twins are both seen or both left out
+    everything = set(prepare_rows(ds, TrainConfig(), FER2013_LABELS)[0].tolist())
+    assert kept[0] | kept[1] == everything and not kept[0] & kept[1]
 
 
 def test_device_framed_recrops_a_real_face():

@@ -199,8 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--holdout-fold",
         default=defaults.holdout_fold,
         metavar="I/K",
-        help="leave out the Training rows whose row number %% K == I: a teacher whose "
-        "predictions on them are out-of-fold (soft-labels --folds)",
+        help="leave out fold I of K of the Training rows (identical images always share a "
+        "fold): a teacher whose predictions on them are out-of-fold (soft-labels --folds)",
     )
     f.add_argument(
         "--quick",
@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--folds",
         action="store_true",
         help="out-of-fold labels: teacher i (of K, in this order) was trained with "
-        "fit --holdout-fold i/K and alone labels the Training rows with row number %% K == i",
+        "fit --holdout-fold i/K and alone labels the Training rows of fold i",
     )
 
     n = sub.add_parser(

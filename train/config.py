@@ -86,6 +86,6 @@ class TrainConfig:
     # of fixed soft labels on the clean images; exclusive with teacher_labels
     teacher_models: list[str] = field(default_factory=list)
     device_crop_prob: float = 0.0  # chance a Training image is the daemon's re-crop of it
-    # "i/K": leave out the Training rows whose dataset row number % K == i, so that this
-    # model's predictions on them are out-of-fold (see `soft-labels --folds`)
+    # "i/K": leave out the Training rows whose fold key (data.fold_keys) % K == i, so that
+    # this model's predictions on them are out-of-fold (see `soft-labels --folds`)
     holdout_fold: str = ""

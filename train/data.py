@@ -264,6 +264,19 @@ def image_hashes(images: np.ndarray) -> np.ndarray:
     return np.array([hashlib.blake2b(row.tobytes(), digest_size=16).hexdigest() for row in flat])
 
 
+# What fit --holdout-fold records in metrics.json; teachers trained under an earlier rule
+# (plain row numbers, which split identical images across folds) are refused by soft-labels.
+FOLD_RULE = "image-group"
+
+
+def fold_keys(images: np.ndarray) -> np.ndarray:
+    """Per row, the smallest row number holding the same image. A fold is `key % K`, so
+    identical images always share a fold and an out-of-fold teacher never saw the face it
+    labels under another row number."""
+    first: dict[str, int] = {}
+    return np.array([first.setdefault(h, i) for i, h in enumerate(image_hashes(images))])
+
+
 @dataclass
 class DuplicateReport:
     train_in_test: int  # Training rows whose exact image also occurs in Public/PrivateTest

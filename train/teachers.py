@@ -15,7 +15,8 @@ flip, device crop) the student sees ("consistent teaching"), at the cost of the 
 forward passes each epoch.
 
 With `--folds`, teacher i must have been trained with `fit --holdout-fold i/K`: each
-Training row r then gets only the prediction of teacher r % K, which never saw it, so its soft
+Training row r then gets only the prediction of the teacher of its fold (data.fold_keys(r) % K;
+identical images share a fold), which never saw that face, so its soft
 label is what a model thinks of an unseen face (as noisy as a test prediction, and unlike an
 in-sample prediction it does not echo the face's own, possibly wrong, label); the test splits
 get the mean of all K.
@@ -34,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 from emotion_edge.preprocess import to_float_input
-from emotion_edge_train.data import FerDataset
+from emotion_edge_train.data import FOLD_RULE, FerDataset, fold_keys
 
 log = logging.getLogger(__name__)
 
@@ -101,25 +102,32 @@ def check_fold_teachers(teacher_paths: list[Path]) -> None:
         if not metrics.is_file():
             log.warning("%s: no metrics file beside it; not checked against fold %d/%d", path, i, k)
             continue
-        fold = json.loads(metrics.read_text()).get("config", {}).get("holdout_fold", "")
+        record = json.loads(metrics.read_text())
+        fold = record.get("config", {}).get("holdout_fold", "")
         if fold != f"{i}/{k}":
             raise SoftLabelError(
                 f"{path}: trained with holdout fold {fold or 'none'!r}, "
                 f"expected {i}/{k} (list the teachers in fold order)"
             )
+        if record.get("holdout_rule") != FOLD_RULE:
+            raise SoftLabelError(
+                f"{path}: its fold {fold} was cut by plain row numbers (before identical "
+                "images shared a fold), so it saw some faces it would label; retrain it"
+            )
 
 
 def out_of_fold_mean(
-    probs: np.ndarray, folds: list[tuple[int, int]], rows: np.ndarray, training: np.ndarray
+    probs: np.ndarray, folds: list[tuple[int, int]], keys: np.ndarray, training: np.ndarray
 ) -> np.ndarray:
-    """probs [M, n, C]: M models on n faces with dataset row numbers `rows`; model m left out
-    the Training rows with row % K == i for its folds[m] = (i, K). A Training face (where
-    `training`) gets the mean of the models that left it out; every other face the mean of all."""
+    """probs [M, n, C]: M models on n faces with fold keys `keys` (data.fold_keys of their
+    dataset rows); model m left out the Training faces with key % K == i for its
+    folds[m] = (i, K). A Training face (where `training`) gets the mean of the models that left
+    it out; every other face the mean of all."""
     out = probs.mean(0)
     total = np.zeros(out.shape, np.float64)
-    count = np.zeros(len(rows))
+    count = np.zeros(len(keys))
     for p, (i, k) in zip(probs, folds, strict=True):
-        left_out = training & (rows % k == i)
+        left_out = training & (keys % k == i)
         total[left_out] += p[left_out]
         count[left_out] += 1
     uncovered = training & (count == 0)
@@ -151,7 +159,7 @@ def compute_soft_labels(
         training = np.zeros(len(ds), bool)
         training[ds.split("Training")] = True
         probs = out_of_fold_mean(
-            per_teacher, [(i, k) for i in range(k)], np.arange(len(ds)), training
+            per_teacher, [(i, k) for i in range(k)], fold_keys(ds.images), training
         )
     else:
         probs = ensemble_probs(fns, ds.images)

@@ -29,7 +29,15 @@ from emotion_edge.preprocess import (
 from emotion_edge_train.augment import AugmentConfig, augment_batch
 from emotion_edge_train.batchnorm import accuracy, recalibrate_if_better
 from emotion_edge_train.config import DATA_REQUIRED, OPTIMIZERS, TrainConfig, parse_fold
-from emotion_edge_train.data import DataError, FerDataset, find_duplicates, load_fer, make_targets
+from emotion_edge_train.data import (
+    FOLD_RULE,
+    DataError,
+    FerDataset,
+    find_duplicates,
+    fold_keys,
+    load_fer,
+    make_targets,
+)
 from emotion_edge_train.evaluate import (
     SPLITS,
     evaluate,
@@ -77,7 +85,7 @@ def prepare_rows(ds: FerDataset, cfg: TrainConfig, labels: tuple[str, ...]):
         )
     if cfg.holdout_fold:
         fold, folds = parse_fold(cfg.holdout_fold)
-        keep = train_rows % folds != fold
+        keep = fold_keys(ds.images)[train_rows] % folds != fold
         log.info(
             "holdout fold %s: training on %d rows, leaving out %d",
             cfg.holdout_fold,
@@ -290,6 +298,7 @@ def train(cfg: TrainConfig) -> dict:
             "parameters": int(best_model.count_params()),
             "train_rows": int(len(train_rows)),
             "duplicates": asdict(dup_report),
+            "holdout_rule": FOLD_RULE if cfg.holdout_fold else None,
             "epochs_run": len(epoch_state.history),
             "best_epoch": int(
                 np.argmax([h.get("val_accuracy", 0) for h in epoch_state.history]) + 1

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from emotion_edge.preprocess import resolve_labels
 from emotion_edge_train.config import TrainConfig
-from emotion_edge_train.data import load_fer, make_targets
+from emotion_edge_train.data import fold_keys, load_fer, make_targets
 from emotion_edge_train.teachers import dataset_fingerprint
 from emotion_edge_train.train import prepare_rows
 
@@ -39,7 +39,8 @@ def main() -> None:
     assert (rows_plus == train_rows).all()
     test_rows, y_test = make_targets(ds, ds.split("PrivateTest"), labels, "fer2013")
 
-    images = ds.images[np.concatenate([train_rows, val_rows, test_rows])].reshape(-1, 48, 48)
+    packed = np.concatenate([train_rows, val_rows, test_rows])
+    images = ds.images[packed].reshape(-1, 48, 48)
     per = MOSAIC_ROWS * MOSAIC_COLS
     chunks = []
     for start in range(0, len(images), per):
@@ -63,8 +64,10 @@ def main() -> None:
         y_test=y_test.argmax(1),
         n=np.array([len(train_rows), len(val_rows), len(test_rows)]),
         # dataset row numbers of the packed faces, so that the proxy's predictions can go back
-        # to the dataset (soft_labels.py) and folds follow `fit --holdout-fold` (row % K)
-        rows=np.concatenate([train_rows, val_rows, test_rows]),
+        # to the dataset (soft_labels.py), and their fold keys, so that folds follow
+        # `fit --holdout-fold` (key % K; identical images share a key)
+        rows=packed,
+        fold_keys=fold_keys(ds.images)[packed],
         fingerprint=np.array(dataset_fingerprint(ds)),
         lens=np.array([len(c) for c in chunks]),
     )

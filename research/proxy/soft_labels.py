@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from emotion_edge.preprocess import FER2013_LABELS
 from emotion_edge_train.config import parse_fold
-from emotion_edge_train.data import load_fer
+from emotion_edge_train.data import FOLD_RULE, load_fer
 from emotion_edge_train.teachers import (
     SoftLabelError,
     dataset_fingerprint,
@@ -44,6 +44,10 @@ def load_models(paths: list[Path]) -> tuple[np.ndarray, list[dict], list[str], l
         with np.load(path) as z:
             p = z["probs"].astype(np.float32)
             file_cfgs = json.loads(str(z["configs"]))
+            rule = str(z["fold_rule"]) if "fold_rule" in z else "row number"
+        for cfg in file_cfgs:
+            if cfg.get("fold") and rule != FOLD_RULE:
+                raise SoftLabelError(f"{path}: its folds were cut by {rule}, not {FOLD_RULE}")
         for k, cfg in enumerate(file_cfgs):
             probs.append(p[k])
             cfgs.append(cfg)
@@ -52,7 +56,7 @@ def load_models(paths: list[Path]) -> tuple[np.ndarray, list[dict], list[str], l
     return np.stack(probs), cfgs, names, shas
 
 
-def combine(probs: np.ndarray, cfgs: list[dict], rows: np.ndarray, n_train: int, folds: bool):
+def combine(probs: np.ndarray, cfgs: list[dict], keys: np.ndarray, n_train: int, folds: bool):
     """[N, NC]: the mean of the models; with folds, a Training face's mean over the models
     that left it out."""
     if not folds:
@@ -60,8 +64,8 @@ def combine(probs: np.ndarray, cfgs: list[dict], rows: np.ndarray, n_train: int,
     for cfg in cfgs:
         if not cfg.get("fold"):
             raise SoftLabelError(f"--folds: model {cfg} has no fold; it saw every Training face")
-    training = np.arange(len(rows)) < n_train  # the pack puts Training faces first
-    return out_of_fold_mean(probs, [parse_fold(c["fold"]) for c in cfgs], rows, training)
+    training = np.arange(len(keys)) < n_train  # the pack puts Training faces first
+    return out_of_fold_mean(probs, [parse_fold(c["fold"]) for c in cfgs], keys, training)
 
 
 def main() -> None:
@@ -79,14 +83,17 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     meta = np.load(args.pack / "meta.npz")
-    if "rows" not in meta:
-        parser.error(f"{args.pack}: a pack without row numbers; re-run pack_fer.py")
+    if "fold_keys" not in meta:
+        parser.error(f"{args.pack}: a pack without row numbers and fold keys; re-run pack_fer.py")
     ds = load_fer(args.data)
     if str(meta["fingerprint"]) != dataset_fingerprint(ds):
         parser.error(f"{args.pack} was packed from other data than {args.data}")
     rows = meta["rows"]
     n_train, n_val, _ = (int(v) for v in meta["n"])
-    probs, cfgs, names, shas = load_models(args.probs)
+    try:
+        probs, cfgs, names, shas = load_models(args.probs)
+    except SoftLabelError as exc:
+        parser.error(str(exc))
     if probs.shape[1] != len(rows):
         parser.error(f"probabilities for {probs.shape[1]} faces, the pack has {len(rows)}")
     pub = slice(n_train, n_train + n_val)
@@ -97,7 +104,7 @@ def main() -> None:
     pick = [int(v) for v in args.models.split(",")] if args.models else list(range(len(cfgs)))
     probs, cfgs = probs[pick], [cfgs[m] for m in pick]
     try:
-        combined = combine(probs, cfgs, rows, n_train, args.folds)
+        combined = combine(probs, cfgs, meta["fold_keys"], n_train, args.folds)
     except (SoftLabelError, ValueError) as exc:  # ValueError: a malformed "fold"
         parser.error(str(exc))
     acc = np.mean(combined[pub].argmax(1) == y_pub)

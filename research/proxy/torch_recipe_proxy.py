@@ -12,8 +12,8 @@ trainer then has to confirm on the CPU. Input: the folder `pack_fer.py` writes.
 Per-model keys of --configs (defaults = the committed recipe): seed, w (FER2013 weight of
 the mixed targets), aug (augmentation strength), drop (head dropout), l2, lr, ls (label
 smoothing), mixup (probability of a Beta(0.4, 0.4) mixup batch), wd (decoupled decay),
-fold ("i/K": leave out the Training faces whose dataset row % K == i, as `fit --holdout-fold`
-does; needs a pack with row numbers).
+fold ("i/K": leave out the Training faces whose fold key % K == i, as `fit --holdout-fold`
+does, identical images sharing a key; needs a pack with fold keys).
 
 As a teacher stage, `--probs-out FILE` writes every model's flip-averaged probabilities on all
 packed faces (after the best-epoch and BatchNorm choice); `soft_labels.py` turns them into the
@@ -84,11 +84,11 @@ def train_pool(fold):
     """Indices into the packed Training faces that a model with this fold may train on."""
     if not fold:
         return torch.arange(ntr, device=dev)
-    if "rows" not in meta:
-        raise SystemExit("a fold needs a pack with row numbers: re-run pack_fer.py")
+    if "fold_keys" not in meta:
+        raise SystemExit("a fold needs a pack with fold keys: re-run pack_fer.py")
     i, k = (int(v) for v in fold.split("/"))
-    rows = torch.from_numpy(meta["rows"][:ntr]).to(dev)
-    return torch.nonzero(rows % k != i).flatten()
+    keys = torch.from_numpy(meta["fold_keys"][:ntr]).to(dev)
+    return torch.nonzero(keys % k != i).flatten()
 
 
 pools = [train_pool(c["fold"]) for c in cfgs]
@@ -368,6 +368,7 @@ if args.probs_out:
         configs=np.array(json.dumps(cfgs)),
         widths=np.array(widths),
         epochs=np.array(args.epochs),
+        fold_rule=np.array("image-group"),  # data.FOLD_RULE, checked by soft_labels.py --folds
     )
 res = []
 for k, c in enumerate(cfgs):

@@ -28,19 +28,30 @@ def sl():
 def test_each_training_face_is_labelled_by_the_models_that_left_it_out(sl):
     rng = np.random.default_rng(0)
     n_train, n_test = 10, 4
-    rows = np.concatenate([np.arange(n_train) + 100, np.arange(n_test) + 500])
+    keys = np.concatenate([np.arange(n_train) + 100, np.arange(n_test) + 500])  # fold keys
     probs = rng.dirichlet(np.ones(7), (3, n_train + n_test)).astype(np.float32)
     cfgs = [{"fold": "0/2"}, {"fold": "1/2"}, {"fold": "1/2"}]
-    out = sl.combine(probs, cfgs, rows, n_train, folds=True)
-    even = rows[:n_train] % 2 == 0
+    out = sl.combine(probs, cfgs, keys, n_train, folds=True)
+    even = keys[:n_train] % 2 == 0
     np.testing.assert_allclose(out[:n_train][even], probs[0, :n_train][even])
     np.testing.assert_allclose(out[:n_train][~even], probs[1:, :n_train][:, ~even].mean(0))
     np.testing.assert_allclose(out[n_train:], probs[:, n_train:].mean(0))
-    np.testing.assert_allclose(sl.combine(probs, cfgs, rows, n_train, folds=False), probs.mean(0))
+    np.testing.assert_allclose(sl.combine(probs, cfgs, keys, n_train, folds=False), probs.mean(0))
     with pytest.raises(sl.SoftLabelError, match="in no left-out fold"):
-        sl.combine(probs[1:], cfgs[1:], rows, n_train, folds=True)
+        sl.combine(probs[1:], cfgs[1:], keys, n_train, folds=True)
     with pytest.raises(sl.SoftLabelError, match="no fold"):
-        sl.combine(probs, [*cfgs[:2], {"fold": ""}], rows, n_train, folds=True)
+        sl.combine(probs, [*cfgs[:2], {"fold": ""}], keys, n_train, folds=True)
+
+
+def test_probabilities_of_row_number_folds_are_refused(sl, tmp_path):
+    probs = np.full((2, 3, 7), 1 / 7, np.float16)
+    configs = np.array(json.dumps([{"fold": "0/2"}, {"fold": "1/2"}]))
+    old, new = tmp_path / "old.npz", tmp_path / "new.npz"
+    np.savez(old, probs=probs, configs=configs)  # written before identical images shared folds
+    np.savez(new, probs=probs, configs=configs, fold_rule=np.array("image-group"))
+    with pytest.raises(sl.SoftLabelError, match="row number"):
+        sl.load_models([old])
+    assert sl.load_models([new])[0].shape == (2, 3, 7)
 
 
 def test_proxy_teachers_reach_the_keras_student(tmp_path):
