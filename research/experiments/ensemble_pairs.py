@@ -56,6 +56,9 @@ MODELS = {
     "S7b": Path("runs/student_w24_s4/best.h5"),  # S7's command with --seed 4
     # S1's recipe on out-of-fold soft labels (stage S8 in docs/training.md)
     "S8": ART / "students/student_oof/student_oof.h5",
+    # S1's recipe with --teacher-weight 0.8 instead of 0.5; its .h5 is not committed (not
+    # adopted): train it with the command in docs/training.md (stage S9)
+    "S9": Path("runs/student_tw8/best.h5"),
 }
 
 
