@@ -36,8 +36,11 @@ from emotion_edge_train.teachers import (
 log = logging.getLogger("proxy-soft-labels")
 
 
-def load_models(paths: list[Path]) -> tuple[np.ndarray, list[dict], list[str], list[str]]:
-    """All models of all files: probs [M, N, NC], configs, names and file hashes."""
+def load_models(
+    paths: list[Path], folds: bool = False
+) -> tuple[np.ndarray, list[dict], list[str], list[str]]:
+    """All models of all files: probs [M, N, NC], configs, names and file hashes. With folds,
+    files whose folds were cut by another rule than this trainer's are refused."""
     probs, cfgs, names, shas = [], [], [], []
     for path in paths:
         sha = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -46,7 +49,7 @@ def load_models(paths: list[Path]) -> tuple[np.ndarray, list[dict], list[str], l
             file_cfgs = json.loads(str(z["configs"]))
             rule = str(z["fold_rule"]) if "fold_rule" in z else "row number"
         for cfg in file_cfgs:
-            if cfg.get("fold") and rule != FOLD_RULE:
+            if folds and cfg.get("fold") and rule != FOLD_RULE:
                 raise SoftLabelError(f"{path}: its folds were cut by {rule}, not {FOLD_RULE}")
         for k, cfg in enumerate(file_cfgs):
             probs.append(p[k])
@@ -84,14 +87,14 @@ def main() -> None:
 
     meta = np.load(args.pack / "meta.npz")
     if "fold_keys" not in meta:
-        parser.error(f"{args.pack}: a pack without row numbers and fold keys; re-run pack_fer.py")
+        parser.error(f"{args.pack}: a pack without fold keys (an older one); re-run pack_fer.py")
     ds = load_fer(args.data)
     if str(meta["fingerprint"]) != dataset_fingerprint(ds):
         parser.error(f"{args.pack} was packed from other data than {args.data}")
     rows = meta["rows"]
     n_train, n_val, _ = (int(v) for v in meta["n"])
     try:
-        probs, cfgs, names, shas = load_models(args.probs)
+        probs, cfgs, names, shas = load_models(args.probs, args.folds)
     except SoftLabelError as exc:
         parser.error(str(exc))
     if probs.shape[1] != len(rows):
