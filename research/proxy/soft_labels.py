@@ -48,10 +48,9 @@ def load_models(
             p = z["probs"].astype(np.float32)
             file_cfgs = json.loads(str(z["configs"]))
             rule = str(z["fold_rule"]) if "fold_rule" in z else "row number"
-        for cfg in file_cfgs:
+        for k, cfg in enumerate(file_cfgs):
             if folds and cfg.get("fold") and rule != FOLD_RULE:
                 raise SoftLabelError(f"{path}: its folds were cut by {rule}, not {FOLD_RULE}")
-        for k, cfg in enumerate(file_cfgs):
             probs.append(p[k])
             cfgs.append(cfg)
             names.append(f"{path}#{k} {json.dumps(cfg, sort_keys=True)}")
