@@ -44,8 +44,8 @@ MODELS = {
     "T4": ART / "teachers/teacher_t4.h5",  # T1's recipe over 160 epochs instead of 80
     "S1": ART / "students/student_s3/student_s3.h5",
     "S2": ART / "students/student_s4/student_s4.h5",
-    # S3 and W1 weights left the tree on 2026-12-06 (30 MB cap); restore them with
-    # git show 402f5df:train/artifacts/students/student_c25/student_c25.h5 > that path
+    # S3 and W1 weights left the tree on 2026-12-06 (30 MB cap); restore each with
+    # `git show 402f5df:P > P`, P being its path below (e.g. train/artifacts/students/...)
     "S3": ART / "students/student_c25/student_c25.h5",  # device-crop-prob 0.25
     "S5": ART / "students/student_online/student_online.h5",  # online teachers T1 + T2
     "S6": ART / "students/student_t124/student_t124.h5",  # soft labels of T1 + T2 + T4
