@@ -101,16 +101,19 @@ def test_out_of_fold_teachers_label_only_the_rows_they_left_out(teacher, tmp_pat
     n_train = len(ds.split("Training"))
     assert sum(rows) <= n_train and max(rows) < 0.6 * n_train  # each fold left out about half
 
+    def soft_labels(teachers, out, folds=True):
+        flag = ["--folds"] if folds else []
+        return train_cli.main(
+            ["soft-labels", *flag, *map(str, teachers), "--data", str(root), "--out", str(out)]
+        )
+
     soft = tmp_path / "oof.npz"
-    args = ["soft-labels", "--folds", *map(str, models), "--data", str(root), "--out", str(soft)]
-    assert train_cli.main(args) == 0
+    assert soft_labels(models, soft) == 0
     oof = load_soft_labels(soft, ds, FER2013_LABELS)
     single = []
     for i, model in enumerate(models):
         one = tmp_path / f"one{i}.npz"
-        assert (
-            train_cli.main(["soft-labels", str(model), "--data", str(root), "--out", str(one)]) == 0
-        )
+        assert soft_labels([model], one, folds=False) == 0
         single.append(load_soft_labels(one, ds, FER2013_LABELS))
     train = ds.split("Training")
     keys = fold_keys(ds.images)
@@ -121,25 +124,23 @@ def test_out_of_fold_teachers_label_only_the_rows_they_left_out(teacher, tmp_pat
     np.testing.assert_allclose(oof[test], (single[0][test] + single[1][test]) / 2, atol=2e-3)
     assert not np.allclose(single[0][train], single[1][train], atol=2e-3)  # the test can fail
 
-    swapped = ["soft-labels", "--folds", str(models[1]), str(models[0]), "--data", str(root)]
-    assert train_cli.main([*swapped, "--out", str(tmp_path / "x.npz")]) == 2
+    assert soft_labels([models[1], models[0]], tmp_path / "x.npz") == 2  # swapped
     committed = tmp_path / "committed"  # NAME.h5 beside NAME_metrics.json, as in artifacts/
     committed.mkdir()
     for i, model in enumerate(models):
         shutil.copy(model, committed / f"teacher_f{i}.h5")
         shutil.copy(model.with_name("metrics.json"), committed / f"teacher_f{i}_metrics.json")
-    named = [str(committed / "teacher_f1.h5"), str(committed / "teacher_f0.h5")]
-    args = ["soft-labels", "--folds", *named, "--data", str(root), "--out", str(tmp_path / "y.npz")]
-    assert train_cli.main(args) == 2
+    named = [committed / "teacher_f1.h5", committed / "teacher_f0.h5"]
+    assert soft_labels(named, tmp_path / "y.npz") == 2
     for i, model in enumerate(models):  # a teacher cut by the old row-number rule
         m = json.loads(model.with_name("metrics.json").read_text())
         del m["holdout_rule"]
         (committed / f"teacher_f{i}_metrics.json").write_text(json.dumps(m))
     named.reverse()
-    assert train_cli.main([*args[:1], "--folds", *named, *args[4:]]) == 2
+    assert soft_labels(named, tmp_path / "y.npz") == 2
     for i, model in enumerate(models):  # the same teachers with their rule recorded pass
         shutil.copy(model.with_name("metrics.json"), committed / f"teacher_f{i}_metrics.json")
-    assert train_cli.main([*args[:1], "--folds", *named, *args[4:]]) == 0
+    assert soft_labels(named, tmp_path / "y.npz") == 0
     bad_fold = ["fit", "--quick", "--data", str(root), "--out", str(tmp_path / "b")]
     assert train_cli.main([*bad_fold, "--holdout-fold", "2/2"]) == 2
 
