@@ -188,6 +188,13 @@ class MqttConfig:
         "acknowledge events they refuse (ACL), so those count as delivered and are lost",
         choices=("5", "3.1.1"),
     )
+    require_subscriber: bool = setting(
+        False,
+        "MQTT 5: an event the broker acknowledges with 'no matching subscribers' (0x10: no "
+        "recorder subscribed, e.g. a broker without persistence restarted before the recorder "
+        "came back) stays in the spool and is sent again with backoff (stats "
+        "waiting_for_subscriber) instead of counting as delivered",
+    )
     takeover_backoff_s: float = setting(
         60.0,
         "MQTT 5: wait this long before reconnecting after another client took our session "

@@ -169,6 +169,9 @@ def check_mqtt(cfg: MqttConfig, key: str, problems: Problems) -> None:
             )
     if not cfg.host:
         problems.add(f"{key}.host: must not be empty")
+    if cfg.require_subscriber and cfg.protocol != "5":
+        # MQTT 3.1.1's PUBACK has no reason code: "no matching subscribers" cannot be seen
+        problems.add(f'{key}.require_subscriber: needs protocol = "5", got {cfg.protocol!r}')
     if cfg.reconnect_max_s < cfg.reconnect_min_s:
         problems.add(
             f"{key}.reconnect_max_s: must be >= {key}.reconnect_min_s "

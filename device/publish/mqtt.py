@@ -37,6 +37,14 @@ instead of a reconnect fight. With `protocol = "3.1.1"` brokers acknowledge publ
 refuse, so such events count as delivered and are lost, and a takeover looks like any other
 disconnect.
 
+A PUBACK with reason 0x10 ("no matching subscribers") means the broker took the event and
+handed it to nobody: no recorder is subscribed (a broker without persistence that restarted
+forgets the recorder's persistent session until the recorder reconnects). By default that
+counts as delivered (`acked_no_subscriber` counts them); with `require_subscriber = true` the
+event stays in the spool and is sent again, one at a time with a doubling pause, until a
+subscriber takes it (`waiting_for_subscriber`). docs/mqtt.md says what the broker's settings
+mean for loss.
+
 State and stats are not spooled: only the latest of each matters, and it is re-published on
 every (re)connect.
 """
@@ -79,10 +87,13 @@ _paho_log = logging.getLogger(__name__ + ".paho")
 # events handed to paho and not yet acknowledged; more wait in the spool, not in paho's memory
 _SEND_WINDOW = 100
 _RC_QUOTA_EXCEEDED = 0x97  # PUBACK: try again later
+_RC_NO_MATCHING_SUBSCRIBERS = 0x10  # PUBACK: accepted, but nobody subscribed to the topic
 _RC_SESSION_TAKEN_OVER = 0x8E  # DISCONNECT: another client connected with our client id
 # accepted and closed again within this many seconds, this many times in a row: taken over
 _SHORT_CONNECTION_S, _SHORT_CONNECTIONS_TAKEOVER = 5.0, 3
 _QUOTA_PAUSE_S = 5.0
+# require_subscriber: first and longest pause before sending again to a topic nobody reads
+_NO_SUBSCRIBER_RETRY_MIN_S, _NO_SUBSCRIBER_RETRY_MAX_S = 0.5, 10.0
 _STORAGE_RETRY_MIN_S, _STORAGE_RETRY_MAX_S = 1.0, 10.0
 _SUMMARY_EVERY_S = 60.0  # drops and refusals after the first: one summary line a minute
 # a sender thread that has not passed its loop for this long is stuck (the watchdog is 30 s)
@@ -144,7 +155,13 @@ class MqttPublisher:
             "events_rejected": 0,
             "events_dropped": 0,
             "takeovers": 0,
+            "acked_no_subscriber": 0,
+            "no_subscriber_retries": 0,
         }
+        # require_subscriber: events the broker answered "no matching subscribers", queued
+        # again; while any wait, one event at a time probes for the subscriber (backoff)
+        self._waiting_subscriber: set[str] = set()
+        self._no_subscriber_streak = 0
         self._errors = {"connection": "", "storage": "", "broker": "", "sender": ""}
         self._refused = False  # the broker answered CONNACK with a failure (reported)
         self._paho_error = ""  # paho's last logged error, the detail of a lost connection
@@ -209,12 +226,13 @@ class MqttPublisher:
         self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
         self._sender.start()
 
-    def publish_event(self, payload: dict) -> None:
+    def publish_event(self, payload: dict, id_key: str = "event_id") -> None:
         """Queue the event (durably when the disk allows) for the sender to deliver with QoS
-        `qos_events`. Never raises for a storage fault: the event waits in memory instead."""
-        event_id = payload.get("event_id")
+        `qos_events`. Never raises for a storage fault: the event waits in memory instead.
+        `id_key`: the payload's unique id field (markers: marker_id, emotion_edge_study)."""
+        event_id = payload.get(id_key)
         if not isinstance(event_id, str) or not event_id:
-            raise ValueError("event payload needs a non-empty string 'event_id'")
+            raise ValueError(f"payload needs a non-empty string {id_key!r}")
         text = _json(payload)
         with self._lock:
             if event_id in self._memq:
@@ -301,6 +319,7 @@ class MqttPublisher:
             out["spool_depth"] = self.spool.depth() - len(self._undeleted)
             out["spool_dropped"] = self.spool.dropped
             out["memory_queue"] = len(self._memq) + len(self._orphans)
+            out["waiting_for_subscriber"] = len(self._waiting_subscriber)
             out["storage_error"] = self._errors["storage"]
             out["spool_quarantined"] = list(self.spool.quarantined)
             out["protocol"] = self.cfg.protocol
@@ -688,7 +707,8 @@ class MqttPublisher:
         with self._lock:
             if not self._connected or self._stopping or now < self._send_pause_until:
                 return []
-            room = _SEND_WINDOW - len(self._inflight)
+            window = 1 if self._waiting_subscriber else _SEND_WINDOW
+            room = window - len(self._inflight)
             if room <= 0:
                 return []
             batch: list[tuple[str, str]] = []
@@ -759,12 +779,19 @@ class MqttPublisher:
                     self._send_pause_until = now + _QUOTA_PAUSE_S
                     self._errors["broker"] = f"broker quota exceeded; pausing {_QUOTA_PAUSE_S:g} s"
                     continue
+                no_subscriber = getattr(rc, "value", None) == _RC_NO_MATCHING_SUBSCRIBERS
+                if no_subscriber and self.cfg.require_subscriber:
+                    self._no_subscriber(event_id, now)
+                    continue
                 if failed:
                     self._stats["events_rejected"] += 1
                     self._note_refusal(event_id, rc)
                 else:
                     self._stats["events_acked"] += 1
+                    self._stats["acked_no_subscriber"] += no_subscriber
                     self._errors["broker"] = ""
+                    if self._waiting_subscriber:
+                        self._subscriber_back()
                 if event_id in self._memq:
                     del self._memq[event_id]
                 elif event_id in self._orphans:
@@ -779,6 +806,45 @@ class MqttPublisher:
                     self._undeleted.update(done)
                     self._storage_failed("delete", exc)
             self._lock.notify_all()
+
+    def _no_subscriber(self, event_id: str, now: float) -> None:
+        """PUBACK 0x10 with require_subscriber: the event stays queued (it was never handed to
+        anyone) and goes out again after a pause that doubles while nobody subscribes."""
+        self._stats["no_subscriber_retries"] += 1
+        first = not self._waiting_subscriber
+        self._waiting_subscriber.add(event_id)
+        if now < self._send_pause_until:
+            return  # one more answer from the batch that was in flight: same pause
+        self._no_subscriber_streak += 1
+        delay = min(
+            _NO_SUBSCRIBER_RETRY_MAX_S,
+            _NO_SUBSCRIBER_RETRY_MIN_S * 2 ** min(self._no_subscriber_streak - 1, 10),
+        )
+        self._send_pause_until = now + delay
+        self._errors["broker"] = (
+            f"no subscriber on {self.topic('events')} (MQTT reason 0x10, no matching "
+            f"subscribers): events stay in the spool, retrying every {delay:g} s"
+        )
+        if first:
+            log.warning(
+                "MQTT: the broker has no subscriber for %s (PUBACK reason 0x10, no matching "
+                "subscribers; a broker without persistence forgets the recorder's session when "
+                "it restarts): events stay in the spool and are sent again with backoff "
+                "(require_subscriber = true)",
+                self.topic("events"),
+            )
+
+    def _subscriber_back(self) -> None:
+        """A PUBACK without 0x10: someone subscribes again; send at full speed."""
+        waited = len(self._waiting_subscriber)
+        self._waiting_subscriber.clear()
+        self._no_subscriber_streak = 0
+        self._send_pause_until = 0.0
+        log.info(
+            "MQTT: a subscriber for %s is back; sending the %d event(s) that waited for it",
+            self.topic("events"),
+            waited,
+        )
 
     # -- internals: storage faults -------------------------------------------------------------
 
@@ -881,6 +947,7 @@ class MqttPublisher:
         victims = [e for e in self._memq if e not in self._handed][:excess]
         for e in victims:
             del self._memq[e]
+            self._waiting_subscriber.discard(e)
         if victims:
             self._stats["events_dropped"] += len(victims)
             self._note(
@@ -892,6 +959,7 @@ class MqttPublisher:
     def _note_spool_drops(self, dropped: list[str]) -> None:
         if not dropped:
             return
+        self._waiting_subscriber.difference_update(dropped)
         self._stats["events_dropped"] += len(dropped)
         self._note(
             f"dropped (event spool full at {self.cfg.spool_max_events} events)",
