@@ -59,6 +59,7 @@ def attach_web(cfg: AppConfig, pipeline: Pipeline):
     The server reads the engine only from the pipeline thread (inside on_frame) and the
     capture/output figures through their thread-safe stats()."""
     from emotion_edge.web import WebServer  # aiohttp only when the live view is on
+    from emotion_edge.web.analyze_api import make_analyze_api
 
     def face_info(face_id: int):
         st = pipeline.engine.faces.get(face_id)
@@ -79,7 +80,10 @@ def attach_web(cfg: AppConfig, pipeline: Pipeline):
         face_info=face_info,
         status=status,
         token=cfg.web.token() if cfg.web.allow_remote else "",
+        detector_kind=cfg.detector.kind,  # the page's "faces too far" hint names it
+        analyze=make_analyze_api(cfg),  # POST /api/v1/analyze beside the live view
     )
+    server.analyze.warm_up()  # its models load now: a broken install fails at start-up
     server.start()
     pipeline.taps.append(server)
     return server

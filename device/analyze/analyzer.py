@@ -28,7 +28,8 @@ import numpy as np
 from emotion_edge.analyze.image import DEFAULT_LIMITS, ImageLimits, decode_image
 from emotion_edge.config import AppConfig, ClassifierConfig, DetectorConfig
 from emotion_edge.preprocess import square_crop_box
-from emotion_edge.track.events import box_dict, top_k
+from emotion_edge.track.events import box_dict
+from emotion_edge.track.events import top_k as top_emotions
 from emotion_edge.web.live import PALETTE, _bgr
 
 CROP_SIDE = 112  # pixels of a face thumbnail
@@ -131,6 +132,7 @@ class Analyzer:
         *,
         crops: bool = False,
         annotated: bool = False,
+        top_k: int | None = None,
         request_id: str | None = None,
     ) -> AnalysisResult:
         """Faces in `image`: JPEG/PNG bytes, a file path, or a decoded BGR/gray uint8 array.
@@ -140,6 +142,7 @@ class Analyzer:
         import cv2
 
         t0 = time.perf_counter()
+        k = self.top_k if top_k is None else max(1, min(int(top_k), len(self.labels)))
         if isinstance(image, (str, Path)):
             image = Path(image).expanduser().read_bytes()
         if isinstance(image, (bytes, bytearray, memoryview)):
@@ -165,7 +168,7 @@ class Analyzer:
                     probabilities={
                         lab: round(float(v), 4) for lab, v in zip(self.labels, p, strict=True)
                     },
-                    top=top_k(p, self.labels, self.top_k),
+                    top=top_emotions(p, self.labels, k),
                     crop_jpeg=self._crop_jpeg(img, det.box) if crops else None,
                 )
             )

@@ -14,8 +14,13 @@ Cost: a ticker task runs only while a picture stream or push channel is open. Ea
 the newest snapshot the frame tap kept, encodes it once (on one encoder thread, never on the
 pipeline's) and hands the same bytes to every client; a client still busy with an older frame
 skips the ones in between, and one that accepts nothing for `send_timeout_s` is dropped, so a
-slow or stuck client costs neither the pipeline nor memory. At most `max_clients` streams and
-push channels are open at once (503 beyond).
+slow or stuck client costs neither the pipeline nor memory. The picture and the pushed state of
+a tick come from the same snapshot and are released together; each picture part carries the
+snapshot's `X-Frame-Seq`, the state its `frame.seq`, so the page pairs them.
+
+Viewer limit: at most `max_clients` viewers at once (503 "viewer limit reached (N)" beyond). A
+page sends `?viewer=ID` (random per page load) on its picture stream and its push channel, so
+its two connections count as one viewer; a connection without an id is a viewer of its own.
 
 Privacy: loopback by default. A non-loopback host needs `allow_remote = true` and a token
 (validated at start-up); every route but /healthz then needs the token, as
@@ -31,11 +36,13 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from importlib import resources
+from typing import TYPE_CHECKING
 
 from emotion_edge.config.tables import WebConfig
 from emotion_edge.config.validate import is_loopback
@@ -43,6 +50,9 @@ from emotion_edge.errors import EmotionEdgeError
 from emotion_edge.track.events import FaceObservation
 from emotion_edge.video.frames import Frame
 from emotion_edge.web.live import FaceInfo, LiveView, render_jpeg, state_json
+
+if TYPE_CHECKING:
+    from emotion_edge.web.analyze_api import AnalyzeAPI
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +77,10 @@ MAX_LINE = 4096
 MAX_FIELD = 4096
 MAX_HEADERS = 48
 HEARTBEAT_S = 1.0  # push channel: send at least this often, changed or not
+# A page's viewer id; its stream and push channel, and a reconnect overlapping a connection the
+# server has not yet seen die, share one viewer slot.
+VIEWER_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
+CONNECTIONS_PER_VIEWER = 4
 STATUS_EVERY_S = 0.5  # capture/output figures are read at most this often
 
 Status = Callable[[], dict]
@@ -94,14 +108,18 @@ class WebServer:
         face_info: FaceInfo,
         status: Status,
         token: str = "",
+        analyze: AnalyzeAPI | None = None,
+        detector_kind: str = "",
     ) -> None:
         self.cfg = cfg
+        self.detector_kind = detector_kind  # for the page's "faces too far" hint
         self.device_id = device_id
         self.model_version = model_version
         self.labels = tuple(labels)
         self.view = LiveView(face_info)
         self._status_fn = status
         self._token = token
+        self.analyze = analyze  # POST /api/v1/analyze and its page (web/analyze_api.py)
         self._session = session_value(token) if token else ""
         self._static = self._load_static()
         self._thread: threading.Thread | None = None
@@ -111,7 +129,7 @@ class WebServer:
         self.url = ""
         self.port = cfg.port
         # shared products of the ticker, replaced (never mutated) each tick
-        self._jpeg: tuple[int, bytes] = (0, b"")
+        self._jpeg: tuple[int, int, bytes] = (0, 0, b"")  # (snapshot seq, frame index, JPEG)
         self._jpeg_event: asyncio.Event | None = None
         self._state: tuple[int, bytes] = (0, b"")
         self._state_event: asyncio.Event | None = None
@@ -125,6 +143,7 @@ class WebServer:
         self.frames_skipped = 0  # frames a client was too slow for (never queued)
         self.clients_dropped = 0
         self.refused = 0
+        self._viewers: dict[str, int] = {}  # viewer key -> open connections
         self.encode_ms: deque[float] = deque(maxlen=200)
 
     # -- FrameTap ------------------------------------------------------------------------------
@@ -140,6 +159,8 @@ class WebServer:
             thread.join(timeout)
         self._encoder.shutdown(wait=False, cancel_futures=True)
         self.view.close()
+        if self.analyze is not None:
+            self.analyze.close()
 
     # -- start-up ------------------------------------------------------------------------------
 
@@ -207,6 +228,8 @@ class WebServer:
         app.router.add_get("/api/live", self._live)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_post("/login", self._login)
+        if self.analyze is not None:
+            self.analyze.add_routes(app)
         runner = web.AppRunner(
             app,
             access_log=None,  # no access log: tokens, cookies and viewers stay out of the journal
@@ -267,20 +290,25 @@ class WebServer:
             t0 = loop.time()
             snap = self.view.snapshot()
             seq = snap.seq if snap is not None else 0
+            jpeg = None
             if self.streams and snap is not None and seq != last_jpeg_seq:
                 last_jpeg_seq = seq
                 try:
                     jpeg = await loop.run_in_executor(self._encoder, self._encode, snap)
                 except Exception:  # noqa: BLE001 - one bad frame must not end the stream
                     log.exception("web: frame %d not encoded", snap.frame.index)
-                else:
-                    self._jpeg = (seq, jpeg)
-                    ev, self._jpeg_event = self._jpeg_event, asyncio.Event()
-                    ev.set()
+            body = None
             if self.pushes and (seq != last_state_seq or t0 - last_state_at >= HEARTBEAT_S):
                 last_state_seq, last_state_at = seq, t0
-                body = json.dumps(self._state_payload(snap), separators=(",", ":"))
-                self._state = (self._state[0] + 1, body.encode())
+                # the same snapshot as the picture, so labels and cards cannot disagree
+                body = json.dumps(self._state_payload(snap), separators=(",", ":")).encode()
+            # released together: a page gets a picture and its state in the same instant
+            if jpeg is not None:
+                self._jpeg = (seq, int(snap.frame.index), jpeg)
+                ev, self._jpeg_event = self._jpeg_event, asyncio.Event()
+                ev.set()
+            if body is not None:
+                self._state = (self._state[0] + 1, body)
                 ev, self._state_event = self._state_event, asyncio.Event()
                 ev.set()
             await asyncio.sleep(max(0.0, period - (loop.time() - t0)))
@@ -312,6 +340,7 @@ class WebServer:
             "frames_skipped": self.frames_skipped,
             "clients_dropped": self.clients_dropped,
             "refused": self.refused,
+            "viewers": len(self._viewers),
             "encode_ms": round(sum(enc) / len(enc), 2) if enc else None,
             "max_fps": self.cfg.max_fps,
             "stream_width": self.cfg.stream_width,
@@ -327,6 +356,7 @@ class WebServer:
             status=self._status_now(),
             web=self.web_stats(),
             now=time.time(),
+            detector_kind=self.detector_kind,
         )
 
     # -- guard: auth, headers ----------------------------------------------------------------
@@ -375,6 +405,10 @@ class WebServer:
         )
 
     async def _index(self, request):
+        from aiohttp import web
+
+        if self.analyze is not None and self.analyze.camera_less:
+            raise web.HTTPFound("/analyze")  # no camera: the analysis page is the front page
         return self._page("index.html")
 
     async def _static_file(self, request):
@@ -398,6 +432,7 @@ class WebServer:
                 "device_id": self.device_id,
                 "camera_open": cam.get("source_open"),
                 "clients": self.streams + self.pushes,
+                "viewers": len(self._viewers),
             },
             headers=NO_STORE,
         )
@@ -434,18 +469,37 @@ class WebServer:
             snap = view.snapshot()
         return web.json_response(self._state_payload(snap), headers=NO_STORE, dumps=_compact_dumps)
 
-    def _admit(self):
-        """503 when max_clients streams/push channels are open, else None."""
+    def _admit(self, request) -> tuple[str, object]:
+        """(viewer key, None) for an admitted connection (release it with `_leave`), or
+        ("", a 503 response) when `max_clients` other viewers are watching."""
         from aiohttp import web
 
-        if self.streams + self.pushes >= self.cfg.max_clients:
-            self.refused += 1
-            return web.json_response(
-                {"error": f"too many clients (web.max_clients = {self.cfg.max_clients})"},
-                status=503,
-                headers={"Retry-After": "5", **NO_STORE},
-            )
-        return None
+        given = request.query.get("viewer", "")
+        key = f"page:{given}" if VIEWER_ID.fullmatch(given) else f"conn:{id(request)}"
+        held = self._viewers.get(key, 0)
+        if held == 0 and len(self._viewers) >= self.cfg.max_clients:
+            reason = f"viewer limit reached ({self.cfg.max_clients})"
+        elif held >= CONNECTIONS_PER_VIEWER:
+            reason = f"viewer limit reached ({self.cfg.max_clients}): too many connections"
+        else:
+            self._viewers[key] = held + 1
+            return key, None
+        self.refused += 1
+        return "", web.json_response(
+            {
+                "error": f"{reason}; raise web.max_clients to admit more",
+                "max_clients": self.cfg.max_clients,
+            },
+            status=503,
+            headers={"Retry-After": "5", **NO_STORE},
+        )
+
+    def _leave(self, key: str) -> None:
+        n = self._viewers.get(key, 0) - 1
+        if n > 0:
+            self._viewers[key] = n
+        else:
+            self._viewers.pop(key, None)
 
     async def _send(self, request, resp, data: bytes) -> bool:
         """Write one part; False (client gone or dropped) ends the stream."""
@@ -464,7 +518,7 @@ class WebServer:
     async def _stream(self, request):
         from aiohttp import web
 
-        refused = self._admit()
+        viewer, refused = self._admit(request)
         if refused is not None:
             return refused
         resp = web.StreamResponse(
@@ -486,7 +540,7 @@ class WebServer:
                 return resp
             last = 0
             while not self._stopping.is_set():
-                seq, jpeg = self._jpeg
+                seq, index, jpeg = self._jpeg
                 if seq == last:
                     ev = self._jpeg_event
                     try:
@@ -497,20 +551,24 @@ class WebServer:
                 if last:
                     self.frames_skipped += max(0, seq - last - 1)
                 last = seq
-                head = (f"Content-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n").encode()
+                head = (
+                    f"Content-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n"
+                    f"X-Frame-Seq: {seq}\r\nX-Frame-Index: {index}\r\n\r\n"
+                ).encode()
                 if not await self._send(
                     request, resp, head + jpeg + f"\r\n--{BOUNDARY}\r\n".encode()
                 ):
                     break
         finally:
             self.streams -= 1
+            self._leave(viewer)
             self.view.release()
         return resp
 
     async def _live(self, request):
         from aiohttp import web
 
-        refused = self._admit()
+        viewer, refused = self._admit(request)
         if refused is not None:
             return refused
         resp = web.StreamResponse(
@@ -543,6 +601,7 @@ class WebServer:
                     break
         finally:
             self.pushes -= 1
+            self._leave(viewer)
             self.view.release()
         return resp
 
