@@ -48,11 +48,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--install",
-        type=Path,
-        default=Path(DEFAULT_INSTALL),
+        default=DEFAULT_INSTALL,  # a str: Path("") would be "." and install into the cwd
         help="copy the chosen int8 model + sidecar here ('' to skip)",
     )
-    r.add_argument("--qat-epochs", type=int, default=3)
+    r.add_argument(
+        "--install-name",
+        default="emotion_int8.tflite",
+        help="file name of the installed model (its sidecar takes the same stem), e.g. "
+        "emotion_int8_single.tflite for the one-net file installed beside the pair",
+    )
+    r.add_argument(
+        "--qat-epochs",
+        type=int,
+        default=3,
+        help="QAT fine-tune epochs; 0 skips QAT (PTQ file only, no training step)",
+    )
     r.add_argument("--qat-lr", type=float, default=1e-4)
     r.add_argument("--calibration", type=int, default=1000, help="PTQ representative faces")
     r.add_argument("--limit-train", type=int, default=0, help="QAT on N training rows only")
@@ -171,7 +181,7 @@ def _run(args) -> int:
     cfg.data = args.data
     cfg.limit_train = 1000 if args.quick else args.limit_train
     cfg.limit_eval = 0
-    epochs = 1 if args.quick else args.qat_epochs
+    epochs = min(1, args.qat_epochs) if args.quick else args.qat_epochs
 
     ds = load_fer(args.data)
     train_rows, y_train, val_rows, y_val, _ = prepare_rows(ds, cfg, labels)
@@ -208,24 +218,26 @@ def _run(args) -> int:
     ptq_report = verify_tflite(ptq_path, ds, float_probs, meta=ptq_meta)
     log.info("PTQ int8: %s", summary_line(ptq_report))
 
-    # QAT: fine-tune with fake quantization, then convert
-    steps = -(-len(train_rows) // cfg.batch_size)
-    qat_model, qat_history = fine_tune(
-        quantize(float_model), train_ds, val_ds, epochs, args.qat_lr, steps, out, clean_train_ds
-    )
-    qat_path = out / "emotion_qat_int8.tflite"
-    qat_bytes = convert_int8(qat_model, rep, n_calibration=args.calibration)
-    qat_path.write_bytes(qat_bytes)
-    qat_meta = int8_metadata(qat_bytes, labels, "qat (verification)", qat_path.name)
-    qat_report = verify_tflite(qat_path, ds, float_probs, meta=qat_meta)
-    qat_report["fine_tune"] = qat_history
-    log.info("QAT int8: %s", summary_line(qat_report))
+    # QAT: fine-tune with fake quantization, then convert (skipped at 0 epochs: PTQ alone)
+    pub = selection_score
+    qat_report = None
+    if epochs > 0:
+        steps = -(-len(train_rows) // cfg.batch_size)
+        qat_model, qat_history = fine_tune(
+            quantize(float_model), train_ds, val_ds, epochs, args.qat_lr, steps, out, clean_train_ds
+        )
+        qat_path = out / "emotion_qat_int8.tflite"
+        qat_bytes = convert_int8(qat_model, rep, n_calibration=args.calibration)
+        qat_path.write_bytes(qat_bytes)
+        qat_meta = int8_metadata(qat_bytes, labels, "qat (verification)", qat_path.name)
+        qat_report = verify_tflite(qat_path, ds, float_probs, meta=qat_meta)
+        qat_report["fine_tune"] = qat_history
+        log.info("QAT int8: %s", summary_line(qat_report))
 
     # Ship the better int8 file on PublicTest images (selection never looks at PrivateTest)
-    pub = selection_score
     chosen, chosen_path, chosen_report, chosen_meta = (
         ("qat", qat_path, qat_report, qat_meta)
-        if pub(qat_report) >= pub(ptq_report)
+        if qat_report is not None and pub(qat_report) >= pub(ptq_report)
         else ("ptq", ptq_path, ptq_report, ptq_meta)
     )
     # Flip averaging: the shipped file once more, each face beside its mirror in the same call
@@ -249,7 +261,7 @@ def _run(args) -> int:
         "selection": {
             "rule": SELECTION_RULE,
             "ptq_int8": pub(ptq_report),
-            "qat_int8": pub(qat_report),
+            "qat_int8": pub(qat_report) if qat_report is not None else None,
             "chosen_int8_flip": pub(flip_report),
         },
         "qat_epochs": epochs,
@@ -257,8 +269,16 @@ def _run(args) -> int:
         "quick": bool(args.quick),
     }
     write_report(report, out)
-    if str(args.install):
-        _install(chosen_path, args.install, labels, report, train_metrics, tensor_quantization)
+    if args.install:
+        _install(
+            chosen_path,
+            Path(args.install) / args.install_name,
+            labels,
+            report,
+            train_metrics,
+            tensor_quantization,
+            report_path=out / "report.json",
+        )
     log.info(
         "done in %.0f s; chose %s, flip averaging %s; report in %s",
         time.time() - started,
@@ -269,13 +289,20 @@ def _run(args) -> int:
     return 0
 
 
-def _install(model_path: Path, dest: Path, labels, report: dict, train_metrics: dict, tq) -> None:
+def _install(
+    model_path: Path,
+    target: Path,
+    labels,
+    report: dict,
+    train_metrics: dict,
+    tq,
+    report_path: Path = Path("export/report/report.json"),
+) -> None:
     from emotion_edge.classify.model_meta import write_metadata
     from emotion_edge_export.report import shipped_report
     from emotion_edge_train.evaluate import SPLITS
 
-    dest.mkdir(parents=True, exist_ok=True)
-    target = dest / "emotion_int8.tflite"
+    target.parent.mkdir(parents=True, exist_ok=True)
     content = model_path.read_bytes()
     target.write_bytes(content)
     in_q, out_q = tq(content)
@@ -293,7 +320,7 @@ def _install(model_path: Path, dest: Path, labels, report: dict, train_metrics: 
             "recipe": train_metrics.get("config", {}),
             "parameters": report["float"].get("parameters"),
         },
-        "report": "export/report/report.json",
+        "report": str(report_path),
     }
     if "ensemble" in train_metrics:  # the recipe above is its first member's
         members = train_metrics["ensemble"].get("members", [])

@@ -30,7 +30,9 @@ def _selection_text(report: dict) -> str:
     sel = report.get("selection")
     if not sel:  # reports written before the rule was recorded
         return "PublicTest accuracy. "
-    return f"{sel['rule']} (PTQ {sel['ptq_int8']:.4f}, QAT {sel['qat_int8']:.4f}). "
+    qat = sel.get("qat_int8")
+    qat_s = f"QAT {qat:.4f}" if qat is not None else "QAT not run"
+    return f"{sel['rule']} (PTQ {sel['ptq_int8']:.4f}, {qat_s}). "
 
 
 def markdown(report: dict) -> str:
@@ -48,7 +50,7 @@ def markdown(report: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
         _row("float (Keras)", report["float"]),
         _row("PTQ int8 (LiteRT)", report["ptq_int8"]),
-        _row("QAT int8 (LiteRT)", report["qat_int8"]),
+        *([_row("QAT int8 (LiteRT)", report["qat_int8"])] if report.get("qat_int8") else []),
         *(
             [_row(f"{report['chosen'].upper()} int8 + flip averaging", report["chosen_int8_flip"])]
             if "chosen_int8_flip" in report

@@ -151,6 +151,33 @@ def test_export_quick_produces_verified_int8_model(trained_run, tmp_path):
     )
 
 
+def test_export_ptq_only_installs_under_its_own_name(trained_run, tmp_path, monkeypatch):
+    """--qat-epochs 0: the PTQ file alone (no training step), installed beside the pair
+    under --install-name; --install '' installs nothing (not even into the cwd)."""
+    root, out = trained_run
+    rep, inst = tmp_path / "report", tmp_path / "models"
+    common = ["run", "--quick", "--float-model", str(out / "best.h5"), "--data", str(root)]
+    common += ["--calibration", "50", "--qat-epochs", "0", "--flip-average", "off"]
+    args = [*common, "--out", str(rep), "--install", str(inst)]
+    assert export_cli.main([*args, "--install-name", "emotion_int8_single.tflite"]) == 0
+    report = json.loads((rep / "report.json").read_text())
+    assert report["chosen"] == "ptq" and report["qat_int8"] is None
+    assert report["selection"]["qat_int8"] is None and report["qat_epochs"] == 0
+    assert "QAT not run" in (rep / "report.md").read_text()
+    assert sorted(p.name for p in inst.iterdir()) == [
+        "emotion_int8_single.json",
+        "emotion_int8_single.tflite",
+    ]
+    meta = load_metadata(inst / "emotion_int8_single.tflite")
+    assert meta.extra["model_file"] == "emotion_int8_single.tflite"
+    assert meta.extra["report"] == str(rep / "report.json")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    assert export_cli.main([*common, "--out", str(tmp_path / "r2"), "--install", ""]) == 0
+    assert list(cwd.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     "main, argv",
     [
