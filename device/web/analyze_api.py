@@ -17,7 +17,9 @@ Answers are JSON, errors too: {"error": "...", "code": "...", "request_id": "...
 Limits: uploads over `max_bytes` are refused by their Content-Length before a byte is read,
 or as soon as the streamed body passes the limit; the pixel count is read from the header
 before decoding (emotion_edge.analyze.image); at most `workers` images are analysed at once
-on their own threads (never the pipeline's) and `queue` more wait, the rest get 429.
+on their own threads (never the pipeline's) and `queue` more wait, the rest get 429. A
+request holds its place from its first byte, so the memory held by uploads stays below
+(workers + queue) x max_bytes; one that has not sent its image in `upload_timeout_s` gets 408.
 
 Privacy: an image lives in memory for the length of its request; it is never written to disk
 and never logged (neither are request bodies; the server keeps no access log). The token rule
@@ -62,6 +64,7 @@ class AnalyzeLimits:
     workers: int = 2  # analyses running at once (threads)
     queue: int = 4  # more may wait for a worker; beyond workers + queue: 429
     top_k_default: int = 3
+    upload_timeout_s: float = 30.0  # a client that has not sent its image by then gets 408
 
     @property
     def image(self) -> ImageLimits:
@@ -172,7 +175,16 @@ class AnalyzeAPI:
             )
         self.active += 1
         try:
-            image, opts = await self._read_upload(request)
+            try:
+                image, opts = await asyncio.wait_for(
+                    self._read_upload(request), self.limits.upload_timeout_s
+                )
+            except (asyncio.TimeoutError, TimeoutError):
+                raise ApiError(
+                    408,
+                    "upload_timeout",
+                    f"the upload took longer than {self.limits.upload_timeout_s:g} s",
+                ) from None
             loop = asyncio.get_running_loop()
             t0 = time.perf_counter()
             result = await loop.run_in_executor(self._pool, self._analyse, image, opts, request_id)

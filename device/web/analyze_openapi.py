@@ -13,6 +13,7 @@ from emotion_edge import __version__
 _ERROR_CODES = {
     "400": "Empty upload, malformed multipart/JSON/base64, or a bad option",
     "401": "A token is required (server listening beyond loopback)",
+    "408": "The upload was not complete within the server's upload timeout",
     "413": "More bytes or pixels than this server accepts",
     "415": "Not a JPEG or PNG, or an unsupported Content-Type",
     "422": "A JPEG/PNG that is truncated or cannot be decoded",
@@ -119,7 +120,7 @@ def openapi_document(labels: tuple[str, ...] | list[str], limits) -> dict:
             "type": "integer",
             "minimum": 1,
             "maximum": len(labels),
-            "default": limits.top_k_default,
+            "default": min(limits.top_k_default, len(labels)),
             "description": "How many ranked emotions per face in `top`",
         },
     }
@@ -195,13 +196,22 @@ def openapi_document(labels: tuple[str, ...] | list[str], limits) -> dict:
                 }
             }
         },
+        # no token on loopback; beyond it the live view's token (or its session cookie)
+        "security": [{}, {"bearerToken": []}],
         "components": {
+            "securitySchemes": {
+                "bearerToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "[web] token, needed when the server listens beyond loopback",
+                }
+            },
             "schemas": {
                 "Analysis": result,
                 "Face": face,
                 "Box": box,
                 "Ranked": ranked,
                 "Error": error,
-            }
+            },
         },
     }

@@ -1,0 +1,496 @@
+"""The image analysis API: the real server (in-process on a loopback port, and the installed
+`emotion-edge-analyze` console script), real HTTP, the packaged models, real sample photos.
+
+Sample photos come from ../shared/samples (skipped with a reason when absent); bad uploads
+are made here (random bytes, a cut JPEG, a PNG header claiming 100000 x 100000 pixels, 50 MB).
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import uuid
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mqtt_broker import free_port
+
+cv2 = pytest.importorskip("cv2")
+pytest.importorskip("aiohttp")
+
+from emotion_edge.analyze import Analyzer, ImageError, analyze_image, decode_image  # noqa: E402
+from emotion_edge.config import load_config  # noqa: E402
+from emotion_edge.web import WebServer  # noqa: E402
+from emotion_edge.web.analyze_api import AnalyzeLimits, make_analyze_api  # noqa: E402
+
+TWO = "face_recognition/two_people.jpg"
+OBAMA = "face_recognition/obama.jpg"
+MB = 1024 * 1024
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def multipart(fields: dict[str, bytes | str], filename: str = "photo.jpg") -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    out = bytearray()
+    for name, value in fields.items():
+        out += f"--{boundary}\r\n".encode()
+        if isinstance(value, bytes):
+            out += (
+                f'Content-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                "Content-Type: application/octet-stream\r\n\r\n"
+            ).encode()
+            out += value
+        else:
+            out += f'Content-Disposition: form-data; name="{name}"\r\n\r\n{value}'.encode()
+        out += b"\r\n"
+    out += f"--{boundary}--\r\n".encode()
+    return bytes(out), f"multipart/form-data; boundary={boundary}"
+
+
+def post(port: int, body: bytes, ctype: str, path: str = "/api/v1/analyze", headers=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request("POST", path, body=body, headers={"Content-Type": ctype, **(headers or {})})
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read()
+    finally:
+        conn.close()
+
+
+def get(port: int, path: str, headers=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read()
+    finally:
+        conn.close()
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A valid PNG signature and IHDR (with its CRC) claiming width x height, one tiny IDAT."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+def schema_validator(doc: dict, name: str):
+    jsonschema = pytest.importorskip("jsonschema")
+    root = {"$ref": f"#/components/schemas/{name}", "components": doc["components"]}
+    return jsonschema.Draft202012Validator(root)
+
+
+def check_analysis(body: dict, labels: list[str], width: int, height: int) -> None:
+    assert len(body["request_id"]) == 32
+    assert body["image"] == {"width": width, "height": height}
+    assert body["face_count"] == len(body["faces"])
+    for face in body["faces"]:
+        b = face["box"]
+        assert 0 <= b["x"] < width and 0 <= b["y"] < height and b["w"] > 10 and b["h"] > 10
+        assert b["x"] + b["w"] <= width + 1 and b["y"] + b["h"] <= height + 1
+        assert list(face["probabilities"]) == labels
+        assert abs(sum(face["probabilities"].values()) - 1) < 0.01
+        tops = [t["confidence"] for t in face["top"]]
+        assert tops == sorted(tops, reverse=True)
+        assert (
+            face["emotion"]
+            == face["top"][0]["emotion"]
+            == max(face["probabilities"], key=face["probabilities"].get)
+        )
+        assert 0 < face["score"] <= 1
+
+
+# -- fixtures -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config(None)
+
+
+@pytest.fixture(scope="module")
+def photos(samples_dir) -> dict[str, bytes]:
+    paths = {TWO: samples_dir / TWO, OBAMA: samples_dir / OBAMA}
+    missing = [str(p) for p in paths.values() if not p.is_file()]
+    if missing:
+        pytest.skip(f"sample photos missing: {missing}")
+    return {k: p.read_bytes() for k, p in paths.items()}
+
+
+def start_server(cfg, token: str = "", **limits) -> WebServer:
+    lim = AnalyzeLimits(**{"top_k_default": 3, **limits})
+    api = make_analyze_api(cfg, camera_less=True, limits=lim)
+    analyzer = api.warm_up()
+    web_cfg = load_config(None, {"web": {"enabled": True, "port": free_port()}}).web
+    server = WebServer(
+        web_cfg,
+        device_id="test",
+        model_version=analyzer.model_version,
+        labels=analyzer.labels,
+        face_info=lambda face_id: None,
+        status=lambda: {},
+        token=token,
+        analyze=api,
+    )
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="module")
+def server(cfg):
+    srv = start_server(cfg)
+    yield srv
+    srv.close()
+
+
+@pytest.fixture(scope="module")
+def openapi(server) -> dict:
+    status, headers, body = get(server.port, "/api/v1/openapi.json")
+    assert status == 200 and headers["Content-Type"].startswith("application/json")
+    return json.loads(body)
+
+
+# -- the Python API -----------------------------------------------------------------------------
+
+
+def test_python_api_one_code_path_with_the_daemon(cfg, photos):
+    """analyze_image() on a path, bytes and an array agrees with the daemon's own detector and
+    classifier (built by the same factories) called as the pipeline calls them."""
+    from emotion_edge.classify.classifier import load_classifier
+    from emotion_edge.detect.detector import make_detector
+
+    data = photos[TWO]
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    dets = make_detector(cfg.detector).detect(gray)
+    probs = load_classifier(cfg.classifier).classify(gray, [d.box for d in dets])
+    assert len(dets) == 2, "two_people.jpg has two faces"
+
+    analyzer = Analyzer(cfg)
+    for given in (data, img):
+        result = analyzer.analyze(given)
+        assert [f.box for f in result.faces] == [tuple(d.box) for d in dets]
+        got = np.array([list(f.probabilities.values()) for f in result.faces])
+        np.testing.assert_allclose(got, probs, atol=1e-4)
+        assert (result.width, result.height) == (img.shape[1], img.shape[0])
+    by_path = analyze_image(Path(str(samples_path(TWO))))
+    assert [f.emotion for f in by_path.faces] == [f.emotion for f in result.faces]
+
+    from emotion_edge import Analyzer as Exported
+    from emotion_edge import analyze_image as exported
+
+    assert Exported is Analyzer and exported is analyze_image
+
+
+def samples_path(name: str) -> Path:
+    from conftest import SAMPLES_DIR
+
+    return SAMPLES_DIR / name
+
+
+def test_decode_refuses_bombs_and_cut_files_before_decoding(photos):
+    with pytest.raises(ImageError) as bomb:
+        decode_image(png_header(100_000, 100_000))
+    assert bomb.value.status == 413 and "100000 x 100000" in str(bomb.value)
+    cut = photos[OBAMA][: len(photos[OBAMA]) * 2 // 3]
+    with pytest.raises(ImageError) as trunc:
+        decode_image(cut)
+    assert trunc.value.status == 422 and "truncated" in str(trunc.value)
+    with pytest.raises(ImageError) as other:
+        decode_image(b"GIF89a" + b"\x00" * 100)
+    assert other.value.status == 415
+    assert decode_image(photos[OBAMA]).ndim == 3
+
+
+# -- HTTP ---------------------------------------------------------------------------------------
+
+
+def test_multipart_raw_and_base64_give_the_same_faces(server, openapi, photos):
+    data = photos[TWO]
+    labels = openapi["components"]["schemas"]["Face"]["properties"]["emotion"]["enum"]
+    validate = schema_validator(openapi, "Analysis")
+    body, ctype = multipart({"image": data})
+    answers = [
+        post(server.port, body, ctype),
+        post(server.port, data, "image/jpeg"),
+        post(
+            server.port,
+            json.dumps({"image": base64.b64encode(data).decode()}).encode(),
+            "application/json",
+        ),
+    ]
+    faces = []
+    for status, headers, raw in answers:
+        assert status == 200, raw[:300]
+        assert headers["Cache-Control"] == "no-store"
+        assert "default-src 'none'" in headers["Content-Security-Policy"]
+        doc = json.loads(raw)
+        validate.validate(doc)
+        check_analysis(doc, labels, 1126, 661)
+        assert doc["face_count"] == 2 and len(doc["faces"][0]["top"]) == 3
+        assert "annotated_jpeg_b64" not in doc and "crop_jpeg_b64" not in doc["faces"][0]
+        faces.append([(f["box"], f["probabilities"]) for f in doc["faces"]])
+    assert faces[0] == faces[1] == faces[2]
+    assert len({json.loads(a[2])["request_id"] for a in answers}) == 3
+
+
+def test_crops_and_annotated_image(server, openapi, photos):
+    body, ctype = multipart({"image": photos[TWO], "crops": "true", "top_k": "7"})
+    status, _, raw = post(server.port, body, ctype, path="/api/v1/analyze?annotated=true")
+    assert status == 200, raw[:300]
+    doc = json.loads(raw)
+    schema_validator(openapi, "Analysis").validate(doc)
+    pic = cv2.imdecode(np.frombuffer(base64.b64decode(doc["annotated_jpeg_b64"]), np.uint8), 1)
+    assert pic.shape == (661, 1126, 3)
+    orig = cv2.imdecode(np.frombuffer(photos[TWO], np.uint8), 1)
+    for i, face in enumerate(doc["faces"]):
+        assert len(face["top"]) == 7
+        crop = cv2.imdecode(np.frombuffer(base64.b64decode(face["crop_jpeg_b64"]), np.uint8), 1)
+        assert crop.shape == (112, 112, 3)
+        # the box is drawn: the annotated picture differs from the photo along the box's left edge
+        b = face["box"]
+        x, y0, y1 = round(b["x"]), round(b["y"] + b["h"] * 0.3), round(b["y"] + b["h"] * 0.7)
+        diff = np.abs(pic[y0:y1, x].astype(int) - orig[y0:y1, x].astype(int)).mean()
+        assert diff > 40, (i, diff)
+
+
+BAD = {
+    "empty": (b"", "image/jpeg", 400, "empty"),
+    "not an image": (b"hello, this is text and not a photo" * 10, "image/jpeg", 415, None),
+    "100000x100000 PNG header": (png_header(100_000, 100_000), "image/png", 413, "pixels"),
+}
+
+
+@pytest.mark.parametrize(
+    "case",
+    [*BAD, "truncated JPEG", "50 MB", "bad base64", "no image field", "text/plain", "bad option"],
+)
+def test_bad_uploads_get_a_clear_4xx_json_error(server, openapi, photos, case):
+    validate = schema_validator(openapi, "Error")
+    if case in BAD:
+        data, ctype, want, word = BAD[case]
+        body = data
+    elif case == "truncated JPEG":
+        body, ctype, want, word = (
+            photos[OBAMA][: len(photos[OBAMA]) * 2 // 3],
+            "image/jpeg",
+            422,
+            "truncated",
+        )
+    elif case == "50 MB":
+        body, ctype, want, word = os.urandom(50 * MB), "application/octet-stream", 413, "too large"
+    elif case == "bad base64":
+        body, ctype, want, word = b'{"image": "not base64!!"}', "application/json", 400, "base64"
+    elif case == "no image field":
+        body, ctype = multipart({"photo_is_missing": "x"})
+        want, word = 400, "image"
+    elif case == "text/plain":
+        body, ctype, want, word = b"x", "text/plain", 415, "Content-Type"
+    else:
+        body, ctype, want, word = photos[TWO], "image/jpeg", 400, "top_k"
+    path = "/api/v1/analyze?top_k=99" if case == "bad option" else "/api/v1/analyze"
+    t0 = time.monotonic()
+    status, headers, raw = post(server.port, body, ctype, path=path)
+    assert time.monotonic() - t0 < 30
+    assert status == want, raw[:300]
+    assert headers["Content-Type"].startswith("application/json")
+    doc = json.loads(raw)
+    validate.validate(doc)
+    assert word is None or word.lower() in doc["error"].lower(), doc
+    assert "\n" not in doc["error"]
+    # the server is still fine
+    ok, _, _ = post(server.port, photos[OBAMA], "image/jpeg")
+    assert ok == 200
+
+
+def test_50_mb_streamed_without_length_is_cut_off(server, photos):
+    """A chunked upload has no Content-Length to refuse early: reading stops at the limit."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+
+    def chunks():
+        block = os.urandom(MB)
+        for _ in range(50):
+            yield block
+
+    try:
+        conn.request(
+            "POST",
+            "/api/v1/analyze",
+            body=chunks(),
+            headers={"Content-Type": "image/jpeg"},
+            encode_chunked=True,
+        )
+        resp = conn.getresponse()
+        status, raw = resp.status, resp.read()
+    except (BrokenPipeError, ConnectionResetError):
+        pytest.fail("the server dropped the connection instead of answering 413")
+    finally:
+        conn.close()
+    assert status == 413 and json.loads(raw)["code"] == "too_large"
+
+
+def test_openapi_document_is_valid(openapi):
+    from openapi_spec_validator import validate
+
+    validate(openapi)
+    assert openapi["openapi"].startswith("3.")
+    post_op = openapi["paths"]["/api/v1/analyze"]["post"]
+    assert {"multipart/form-data", "image/jpeg", "image/png", "application/json"} <= set(
+        post_op["requestBody"]["content"]
+    )
+    assert {"200", "400", "413", "415", "422", "429"} <= set(post_op["responses"])
+    labels = openapi["components"]["schemas"]["Face"]["properties"]["emotion"]["enum"]
+    assert "happy" in labels and "sad" in labels
+
+
+def test_busy_server_answers_429_and_recovers(cfg, photos):
+    """One worker, no queue: while one upload is in progress a second request gets 429."""
+    srv = start_server(cfg, workers=1, queue=0)
+    try:
+        data = photos[TWO]
+        slow = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+        slow.sendall(
+            (
+                "POST /api/v1/analyze HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+            ).encode()
+            + data[:1000]
+        )
+        time.sleep(0.5)
+        status, headers, raw = post(srv.port, data, "image/jpeg")
+        assert status == 429, raw[:300]
+        assert headers["Retry-After"] == "1" and json.loads(raw)["code"] == "busy"
+        slow.sendall(data[1000:])
+        reply = b""
+        while chunk := slow.recv(65536):
+            reply += chunk
+        slow.close()
+        assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+        assert post(srv.port, data, "image/jpeg")[0] == 200
+        assert srv.analyze.figures["refused_busy"] == 1
+    finally:
+        srv.close()
+
+
+def test_token_is_required_when_set(cfg, photos):
+    srv = start_server(cfg, token="s3cret-token-for-tests")
+    try:
+        assert post(srv.port, photos[OBAMA], "image/jpeg")[0] == 401
+        assert get(srv.port, "/api/v1/openapi.json")[0] == 401
+        status, _, raw = post(
+            srv.port,
+            photos[OBAMA],
+            "image/jpeg",
+            headers={"Authorization": "Bearer s3cret-token-for-tests"},
+        )
+        assert status == 200 and json.loads(raw)["face_count"] == 1
+    finally:
+        srv.close()
+
+
+def test_images_are_neither_logged_nor_stored(server, photos, tmp_path, caplog, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    caplog.set_level(logging.DEBUG)
+    data = photos[OBAMA]
+    body, ctype = multipart({"image": data}, filename="secret-holiday-photo.jpg")
+    assert post(server.port, body, ctype)[0] == 200
+    assert post(server.port, data[:5000], "image/jpeg")[0] == 422
+    text = caplog.text
+    assert "secret-holiday-photo" not in text
+    assert base64.b64encode(data[:48]).decode()[:40] not in text
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_pages_and_redirect(server):
+    status, headers, _ = get(server.port, "/")
+    assert status == 302 and headers["Location"] == "/analyze"
+    status, headers, body = get(server.port, "/analyze")
+    assert status == 200 and b'src="static/analyze.js"' in body and b"<script>" not in body
+    assert "script-src 'self'" in headers["Content-Security-Policy"]
+    for name in ("analyze.js", "analyze.css"):
+        assert get(server.port, f"/static/{name}")[0] == 200
+
+
+# -- the installed console script, end to end ---------------------------------------------------
+
+
+def analyze_cmd() -> list[str]:
+    script = Path(sys.executable).with_name("emotion-edge-analyze")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "emotion_edge.analyze.cli"]
+
+
+def test_console_script_serves_what_the_readme_shows(tmp_path, photos, samples_dir):
+    port = free_port()
+    err = (tmp_path / "err.log").open("wb")
+    proc = subprocess.Popen(
+        [*analyze_cmd(), "--web", str(port)], stdout=subprocess.DEVNULL, stderr=err
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, (tmp_path / "err.log").read_text()
+            try:
+                if get(port, "/healthz")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.3)
+        photo = samples_dir / TWO
+        curl = shutil.which("curl")
+        if curl:  # exactly as the README has it
+            out = subprocess.run(
+                [curl, "-sS", "-F", f"image=@{photo}", f"http://127.0.0.1:{port}/api/v1/analyze"],
+                capture_output=True,
+                timeout=60,
+                check=True,
+            ).stdout
+        else:
+            body, ctype = multipart({"image": photos[TWO]})
+            out = post(port, body, ctype)[2]
+        doc = json.loads(out)
+        assert doc["face_count"] == 2
+        assert {f["emotion"] for f in doc["faces"]} <= set(doc["labels"])
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(30)
+    log = (tmp_path / "err.log").read_text()
+    assert rc == 0, log
+    assert "image analysis on http://127.0.0.1:" in log
+    assert "two_people" not in log
+
+
+def test_console_script_files_and_user_errors(tmp_path, samples_dir):
+    photo = samples_dir / TWO
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not an image")
+    run = subprocess.run([*analyze_cmd(), str(photo)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    line = json.loads(run.stdout.splitlines()[0])
+    assert line["file"] == str(photo) and line["face_count"] == 2
+    run = subprocess.run([*analyze_cmd(), str(bad)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "not a JPEG or PNG" in run.stderr
+    run = subprocess.run(analyze_cmd(), capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "nothing to do" in run.stderr
