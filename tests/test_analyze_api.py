@@ -12,6 +12,7 @@ import http.client
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -494,3 +495,114 @@ def test_console_script_files_and_user_errors(tmp_path, samples_dir):
     assert run.returncode == 2 and "not a JPEG or PNG" in run.stderr
     run = subprocess.run(analyze_cmd(), capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and "nothing to do" in run.stderr
+
+
+# -- a real browser: drop a photo on the page ---------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+DOCS_SHOT = Path(__file__).resolve().parents[1] / "docs/img/analyze-page.png"
+
+# Selenium cannot drag a file from the desktop; a real File from a real <input type=file>
+# (send_keys) is put in a DataTransfer and dropped on the zone, which is what the browser
+# hands the page's drop handler when a person drops a photo.
+DROP_JS = """
+const input = document.createElement('input');
+input.type = 'file';
+input.id = 'test-file';
+document.body.appendChild(input);
+"""
+DROP_FIRE_JS = """
+const file = document.getElementById('test-file').files[0];
+const dt = new DataTransfer();
+dt.items.add(file);
+const zone = document.getElementById('drop');
+for (const type of ['dragenter', 'dragover', 'drop']) {
+  zone.dispatchEvent(new DragEvent(type, {bubbles: true, cancelable: true, dataTransfer: dt}));
+}
+"""
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None or CHROMEDRIVER is None,
+    reason="Debian chromium + chromium-driver missing (apt-get install chromium chromium-driver)",
+)
+def test_browser_drop_a_photo_shows_boxes_and_bars(server, samples_dir, tmp_path):
+    webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium (dev)")
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    os.environ.setdefault("SE_AVOID_STATS", "true")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-dev-shm-usage",
+        "--hide-scrollbars",
+        "--force-device-scale-factor=1",
+        "--window-size=1280,800",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
+        opts.add_argument(flag)
+    drv = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
+    try:
+        drv.set_page_load_timeout(30)
+        drv.get(f"http://127.0.0.1:{server.port}/")  # camera-less: redirected to /analyze
+        assert drv.current_url.endswith("/analyze")
+        drv.execute_script(DROP_JS)
+        drv.find_element(By.ID, "test-file").send_keys(str(samples_dir / TWO))
+        drv.execute_script(DROP_FIRE_JS)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not drv.execute_script(
+            "return document.body.dataset.done"
+        ):
+            time.sleep(0.2)
+        state = drv.execute_script(
+            """
+            const c = document.getElementById('picture');
+            const cards = [...document.querySelectorAll('#faces .card')];
+            const ctx = c.getContext('2d');
+            return {w: c.width, h: c.height, hidden: c.hidden, faces: c.dataset.faces,
+                    status: document.getElementById('status').textContent,
+                    error: document.getElementById('status').classList.contains('error'),
+                    titles: cards.map(k => k.querySelector('.title').textContent),
+                    bars: cards.map(k => k.querySelectorAll('.fill').length),
+                    widths: cards.map(
+                        k => [...k.querySelectorAll('.fill')].map(f => f.style.width)),
+                    crop: cards.length ? [...cards[0].querySelector('.crop').getContext('2d')
+                          .getImageData(0, 0, 112, 112).data].some(v => v > 0) : false};
+            """
+        )
+        assert not state["error"], state["status"]
+        assert (state["w"], state["h"], state["hidden"], state["faces"]) == (1126, 661, False, "2")
+        assert state["status"].startswith("2 faces in 1126x661 px"), state["status"]
+        assert len(state["titles"]) == 2 and state["bars"] == [7, 7]
+        assert all(re.match(r"^\d: \w+ \d+%$", t) for t in state["titles"]), state["titles"]
+        assert float(state["widths"][0][0].rstrip("%")) > 20  # the leading emotion's bar
+        assert state["crop"], "the face thumbnail was drawn"
+        # the boxes are on the picture: the canvas pixel on a box edge has the face's colour
+        doc = json.loads(post(server.port, (samples_dir / TWO).read_bytes(), "image/jpeg")[2])
+        b = doc["faces"][0]["box"]
+        px = drv.execute_script(
+            "return [...document.getElementById('picture').getContext('2d')"
+            f".getImageData({round(b['x'])}, {round(b['y'] + b['h'] / 2)}, 1, 1).data]"
+        )
+        assert abs(px[0] - 0x22) < 60 and abs(px[1] - 0xD3) < 60 and abs(px[2] - 0xEE) < 60, px
+        shot = tmp_path / "analyze-page.png"
+        drv.save_screenshot(str(shot))
+        if os.environ.get("EMOTION_EDGE_UPDATE_SCREENSHOT") == "1" or not DOCS_SHOT.exists():
+            DOCS_SHOT.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(shot, DOCS_SHOT)
+        logs = [
+            e
+            for e in drv.get_log("browser")
+            if e["level"] == "SEVERE" and "favicon.ico" not in e["message"]
+        ]
+        assert not logs, logs  # no CSP violation, no script error
+    finally:
+        drv.quit()
