@@ -50,6 +50,7 @@ from emotion_edge.errors import EmotionEdgeError
 from emotion_edge.track.events import FaceObservation
 from emotion_edge.video.frames import Frame
 from emotion_edge.web.live import FaceInfo, LiveView, render_jpeg, state_json
+from emotion_edge.web.request_errors import RequestErrorLog, read_form_token
 
 if TYPE_CHECKING:
     from emotion_edge.web.analyze_api import AnalyzeAPI
@@ -143,6 +144,8 @@ class WebServer:
         self.frames_skipped = 0  # frames a client was too slow for (never queued)
         self.clients_dropped = 0
         self.refused = 0
+        # malformed requests and unreadable sign-in forms: counted, logged without content
+        self.request_errors = RequestErrorLog()
         self._viewers: dict[str, int] = {}  # viewer key -> open connections
         self.encode_ms: deque[float] = deque(maxlen=200)
 
@@ -161,6 +164,7 @@ class WebServer:
         self.view.close()
         if self.analyze is not None:
             self.analyze.close()
+        self.request_errors.flush()
 
     # -- start-up ------------------------------------------------------------------------------
 
@@ -239,6 +243,7 @@ class WebServer:
             max_field_size=MAX_FIELD,
             max_headers=MAX_HEADERS,
             keepalive_timeout=15,
+            logger=self.request_errors,  # aiohttp's own logs raw header lines (tokens)
         )
         await runner.setup()
         site = web.TCPSite(runner, self.cfg.host.strip("[]"), self.cfg.port, shutdown_timeout=1.0)
@@ -340,6 +345,7 @@ class WebServer:
             "frames_skipped": self.frames_skipped,
             "clients_dropped": self.clients_dropped,
             "refused": self.refused,
+            "bad_requests": self.request_errors.count,
             "viewers": len(self._viewers),
             "encode_ms": round(sum(enc) / len(enc), 2) if enc else None,
             "max_fps": self.cfg.max_fps,
@@ -442,8 +448,9 @@ class WebServer:
 
         if not self._token:
             raise web.HTTPNotFound()
-        form = await request.post()
-        given = str(form.get("token", "")).strip()
+        given = await read_form_token(request, self.request_errors)
+        if given is None:
+            return self._page("login.html", status=400)
         if not given or not hmac.compare_digest(given.encode(), self._token.encode()):
             await asyncio.sleep(1.0)  # slows down guessing
             return self._page("login.html", status=401)
