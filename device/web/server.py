@@ -141,7 +141,10 @@ class WebServer:
         self.streams = 0
         self.pushes = 0
         self.frames_encoded = 0
-        self.frames_skipped = 0  # frames a client was too slow for (never queued)
+        # pictures published to the streams, and those a stream client was still busy for
+        # (it gets the newest one next; summed over clients): not pipeline frames between ticks
+        self._jpeg_n = 0
+        self.stream_frames_missed = 0
         self.clients_dropped = 0
         self.refused = 0
         # malformed requests and unreadable sign-in forms: counted, logged without content
@@ -310,6 +313,7 @@ class WebServer:
             # released together: a page gets a picture and its state in the same instant
             if jpeg is not None:
                 self._jpeg = (seq, int(snap.frame.index), jpeg)
+                self._jpeg_n += 1
                 ev, self._jpeg_event = self._jpeg_event, asyncio.Event()
                 ev.set()
             if body is not None:
@@ -342,7 +346,7 @@ class WebServer:
             "pushes": self.pushes,
             "max_clients": self.cfg.max_clients,
             "frames_encoded": self.frames_encoded,
-            "frames_skipped": self.frames_skipped,
+            "stream_frames_missed": self.stream_frames_missed,
             "clients_dropped": self.clients_dropped,
             "refused": self.refused,
             "bad_requests": self.request_errors.count,
@@ -545,9 +549,10 @@ class WebServer:
             # waiting for the following frame to learn where this one ended.
             if not await self._send(request, resp, f"--{BOUNDARY}\r\n".encode()):
                 return resp
-            last = 0
+            last = last_n = 0
             while not self._stopping.is_set():
                 seq, index, jpeg = self._jpeg
+                n = self._jpeg_n
                 if seq == last:
                     ev = self._jpeg_event
                     try:
@@ -555,9 +560,9 @@ class WebServer:
                     except (asyncio.TimeoutError, TimeoutError):
                         pass
                     continue
-                if last:
-                    self.frames_skipped += max(0, seq - last - 1)
-                last = seq
+                if last_n:
+                    self.stream_frames_missed += max(0, n - last_n - 1)
+                last, last_n = seq, n
                 head = (
                     f"Content-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n"
                     f"X-Frame-Seq: {seq}\r\nX-Frame-Index: {index}\r\n\r\n"
