@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -114,8 +113,17 @@ def record_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--client-id",
-        help="MQTT client id = the persistent session's name (default emotion-edge-record-HOST); "
-        "keep it across restarts so nothing the broker kept is lost",
+        help="MQTT client id = the persistent session's name (default "
+        "emotion-edge-record-HOST-HASH, HASH from the database: stable across restarts, one per "
+        "database); keep it across restarts so nothing the broker kept is lost",
+    )
+    g.add_argument(
+        "--takeover-backoff",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="after another client took our session (same client id), wait S seconds before "
+        "connecting again; doubles on repeats up to 10x (default %(default)s)",
     )
     g.add_argument(
         "--share-group",
@@ -196,6 +204,12 @@ def record_parser() -> argparse.ArgumentParser:
         help="only these devices (repeat); others are counted as unknown_device",
     )
     p.add_argument("--stats-json", metavar="PATH", help="write the final counts here as JSON")
+    p.add_argument(
+        "--delete-participant",
+        metavar="CODE",
+        help="the right to withdraw: delete every row of this participant (their sessions' "
+        "markers and what the camera recorded during them) and exit; no input needed",
+    )
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return p
 
@@ -211,11 +225,15 @@ def _record(args) -> int:
     from emotion_edge_record.payloads import Limits, parse_time
     from emotion_edge_record.store import open_store
 
+    if args.delete_participant is not None:
+        return _delete_participant(args)
     inputs = [x for x in (args.mqtt_host, args.jsonl, args.source) if x]
     if len(inputs) != 1:
         raise UserError("give exactly one input: --mqtt-host, --jsonl or --source")
     if args.max_payload_bytes < 1:
         raise UserError("--max-payload-bytes must be >= 1")
+    if not 0 < args.takeover_backoff <= 3600:  # NaN fails too
+        raise UserError("--takeover-backoff must be > 0 and <= 3600 seconds")
     start_ts = parse_time(args.start) if args.start else None
     store = open_store(args.db)
     log.info("database %s (schema version %d)", store.url, store.version())
@@ -284,10 +302,30 @@ def _record(args) -> int:
     return EXIT_OK
 
 
-def _record_mqtt(args, writer) -> None:
-    from emotion_edge_record.ingest import MqttIngest, subscription_topics
+def _delete_participant(args) -> int:
+    from emotion_edge_record.store import open_store
+    from emotion_edge_record.withdraw import delete_participant
 
-    client_id = args.client_id or f"emotion-edge-record-{socket.gethostname()}"[:64]
+    if args.mqtt_host or args.jsonl or args.source:
+        raise UserError("--delete-participant takes no input (--mqtt-host, --jsonl, --source)")
+    if "://" not in str(args.db) and not Path(args.db).expanduser().is_file():
+        raise UserError(f"{args.db}: no such database file")
+    store = open_store(args.db)
+    try:
+        out = delete_participant(store, args.delete_participant)
+    finally:
+        store.close()
+    if not out.sessions and not out.deleted.get("markers"):
+        log.warning("participant %s: no rows in %s", args.delete_participant, args.db)
+    if args.stats_json:
+        Path(args.stats_json).write_text(json.dumps(out.as_dict(), indent=2) + "\n")
+    return EXIT_OK
+
+
+def _record_mqtt(args, writer) -> None:
+    from emotion_edge_record.ingest import MqttIngest, default_client_id, subscription_topics
+
+    client_id = args.client_id or default_client_id(writer.store.url)
     topics = subscription_topics(args.prefix, args.device, args.share_group)
     ing = MqttIngest(
         writer,
@@ -301,6 +339,7 @@ def _record_mqtt(args, writer) -> None:
         password=os.environ.get(args.password_env) if args.username else None,
         tls=args.tls,
         ca_file=args.ca_file,
+        takeover_backoff_s=args.takeover_backoff,
     )
     stop = threading.Event()
 
@@ -324,14 +363,16 @@ def _record_mqtt(args, writer) -> None:
             ready_written = True
         stop.wait(0.1)
     # stop taking messages (those still coming stay unacknowledged in the session), commit
-    # and acknowledge what came, then leave the session
+    # and acknowledge what came, then leave the session; after a signal within 1 s (systemd
+    # and scripts wait for us), what is not committed by then is not acknowledged either and
+    # the broker sends it again
     ing.accepting = False
-    if not writer.wait_idle(20):
+    if not writer.wait_idle(0.6 if stop.is_set() else 20):
         log.warning("database did not take the last messages in time; the broker keeps them")
         writer.abort()
     else:
-        time.sleep(0.2)  # let the last PUBACKs go out before DISCONNECT
-    ing.stop()
+        time.sleep(0.05)  # let the last PUBACKs go out before DISCONNECT
+    ing.stop(timeout=0.3)
 
 
 # -- emotion-edge-mark --------------------------------------------------------------------------
@@ -500,6 +541,35 @@ def report_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", metavar="TIME", help="until (ISO 8601 or epoch seconds)")
     p.add_argument("--utc", action="store_true", help="times of day in UTC (default: local)")
     p.add_argument("--no-plots", action="store_true", help="CSV files only")
+    a = p.add_argument_group("analysis (participant x stimulus, group x stimulus)")
+    a.add_argument(
+        "--all-faces",
+        action="store_true",
+        help="every face counts (default: the main face of each sample, the largest box)",
+    )
+    a.add_argument(
+        "--baseline",
+        default="none",
+        metavar="pre:S|session|STIMULUS",
+        help="subtract each participant's baseline: the S seconds before each stimulus, the "
+        "session outside stimuli, or a named stimulus (default: none, raw means)",
+    )
+    a.add_argument(
+        "--ci", default="t", choices=("t", "bootstrap"), help="95%% interval (default t)"
+    )
+    a.add_argument(
+        "--test",
+        default="parametric",
+        choices=("parametric", "rank"),
+        help="between groups: Welch t / ANOVA, or Mann-Whitney / Kruskal-Wallis",
+    )
+    a.add_argument(
+        "--correction",
+        default="fdr_bh",
+        metavar="METHOD",
+        help="multiple-comparison correction (statsmodels multipletests: fdr_bh, holm, "
+        "bonferroni, ...; default %(default)s)",
+    )
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return p
 
@@ -511,10 +581,18 @@ def report_main(argv: list[str] | None = None) -> int:
 
 
 def _report(args) -> int:
+    from emotion_edge_record.analysis.stats import Baseline, StatsOptions
     from emotion_edge_record.payloads import parse_time
     from emotion_edge_record.report import Filters, make_report
-    from emotion_edge_record.store import open_store
+    from emotion_edge_record.store import open_readonly
 
+    options = StatsOptions(
+        baseline=Baseline.parse(args.baseline),
+        ci=args.ci,
+        test=args.test,
+        correction=args.correction,
+        all_faces=args.all_faces,
+    )
     filters = Filters(
         devices=tuple(args.device),
         sessions=tuple(args.session),
@@ -523,9 +601,16 @@ def _report(args) -> int:
     )
     if str(args.db).find("://") < 0 and not Path(args.db).expanduser().is_file():
         raise UserError(f"{args.db}: no such database file")
-    store = open_store(args.db, migrate=False)
+    store = open_readonly(args.db)
     try:
-        out = make_report(store, Path(args.out), filters, utc=args.utc, plots=not args.no_plots)
+        out = make_report(
+            store,
+            Path(args.out),
+            filters,
+            utc=args.utc,
+            plots=not args.no_plots,
+            options=options,
+        )
     finally:
         store.close()
     log.info(

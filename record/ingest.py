@@ -12,12 +12,21 @@ good); a refused message never blocks the others.
 expiry), QoS 1, manual acknowledgements, optionally through a shared subscription
 ($share/GROUP/...) so several recorders split one fleet's stream. `read_jsonl` feeds JSON
 lines (the daemon's stdout) from a file or stdin.
+
+The client id names the broker's session, so it must be the same at every restart (what the
+broker kept for us is handed back) and different for every recorder (two clients with one id
+take the session from each other). `default_client_id` makes it from the host name and the
+database. Should two recorders share one all the same, the broker closes one as soon as the
+other connects: `MqttIngest` notices (the daemon's `TakeoverDetector`), says once which id is
+shared and what to do, and waits longer each time instead of taking the session back at once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
+import socket
 import sys
 import threading
 import time
@@ -26,6 +35,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import IO
 
+from emotion_edge.publish.takeover import SHORT_CONNECTIONS_TAKEOVER, Takeover, TakeoverDetector
 from emotion_edge_record.payloads import Limits, Parsed, Reject, parse_message
 from emotion_edge_record.store import Store, StoreUnavailable
 
@@ -289,6 +299,15 @@ def subscription_topics(
     return topics
 
 
+def default_client_id(db_url: str, host: str | None = None) -> str:
+    """`emotion-edge-record-<host>-<8 hex digits of the database>`: stable across restarts,
+    different for each database (an SQLite file by its absolute path, PostgreSQL by its URL
+    without the password) and each host; at most 64 characters."""
+    digest = hashlib.sha256(db_url.encode()).hexdigest()[:8]
+    host = (host or socket.gethostname() or "host")[:34]
+    return f"emotion-edge-record-{host}-{digest}"
+
+
 class MqttIngest:
     """An MQTT 5 subscriber feeding the writer; see the module docstring."""
 
@@ -307,6 +326,9 @@ class MqttIngest:
         password: str | None = None,
         tls: bool = False,
         ca_file: str | None = None,
+        takeover_backoff_s: float = 60.0,
+        reconnect_min_s: float = 0.2,
+        reconnect_max_s: float = 5.0,
     ):
         import paho.mqtt.client as paho
         from paho.mqtt.enums import CallbackAPIVersion
@@ -326,13 +348,17 @@ class MqttIngest:
         self._epoch_lock = threading.Lock()
         self.reconnects = 0
         self._error = ""
+        self.takeover = TakeoverDetector(takeover_backoff_s)
+        self._reconnect = (reconnect_min_s, reconnect_max_s)
+        self._restore_reconnect = False
+        self._stopping = False
         c = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=paho.MQTTv5,
             manual_ack=True,
         )
-        c.reconnect_delay_set(0.2, 5)  # type: ignore[arg-type]
+        c.reconnect_delay_set(*self._reconnect)  # type: ignore[arg-type]
         c.max_inflight_messages_set(100)
         if username:
             c.username_pw_set(username, password)
@@ -359,13 +385,21 @@ class MqttIngest:
         )
         self.client.loop_start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 0.5) -> bool:
+        """DISCONNECT and end paho's thread; False if it did not end within `timeout` (it is
+        a daemon thread: the process may exit all the same)."""
         # a DISCONNECT keeps the session (its expiry is set): what is not acknowledged yet
         # is sent again to the next recorder with this client id
+        self._stopping = True
         try:
             self.client.disconnect()
         finally:
-            self.client.loop_stop()
+            # paho's thread may sit in a reconnect wait (1 s steps, longer after a
+            # takeover): do not let it hold the exit past the SIGTERM deadline
+            t = threading.Thread(target=self.client.loop_stop, name="mqtt-stop", daemon=True)
+            t.start()
+            t.join(timeout)
+        return not t.is_alive()
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
@@ -375,6 +409,10 @@ class MqttIngest:
             self._epoch += 1
             if self._epoch > 1:
                 self.reconnects += 1
+        self.takeover.connected()
+        if self._restore_reconnect:
+            self._restore_reconnect = False
+            client.reconnect_delay_set(*self._reconnect)  # type: ignore[arg-type]
         log.info(
             "MQTT: connected to %s:%d as %s (session present: %s)",
             self.host,
@@ -402,12 +440,50 @@ class MqttIngest:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
-        if reason_code.value != 0:
-            self._set_error(f"disconnected from {self.host}:{self.port} ({reason_code}); retrying")
+        d = self.takeover.disconnected()
+        if self._stopping:
+            return
+        t = self.takeover.judge(getattr(reason_code, "value", None), d)
+        if t is not None:
+            self._taken_over(client, t)
+        elif reason_code.value != 0:
+            # closed soon after the broker accepted us: a WARNING until it repeats (takeover)
+            level = logging.WARNING if d.short_in_a_row else logging.ERROR
+            msg = f"disconnected from {self.host}:{self.port} ({reason_code}); retrying"
+            self._set_error(msg, level)
 
-    def _set_error(self, msg: str) -> None:
-        if msg != self._error:
+    def _taken_over(self, client, t: Takeover) -> None:
+        """Another client took our session: the same client id twice. Say which, once, and
+        back off (doubling) so the other recorder keeps the session meanwhile."""
+        self._restore_reconnect = True
+        client.reconnect_delay_set(t.delay_s, t.delay_s)  # type: ignore[arg-type]
+        where = f"{self.host}:{self.port}"
+        if t.certain:
+            what = f"the broker {where} handed our session to another client (MQTT reason 0x8E)"
+        else:
+            what = (
+                f"the broker {where} closed our connection right after accepting it "
+                f"{SHORT_CONNECTIONS_TAKEOVER} times in a row: another client connects"
+            )
+        msg = (
+            f"session taken over: {what} with the same client id {self.client_id!r}. Two "
+            "recorders share it (the default id is made from the host name and the database: "
+            "two recorders on this host write one database); give each its own --client-id or "
+            "stop the other. Backing off instead of fighting over the session"
+        )
+        if t.first:
             log.error("MQTT: %s", msg)
+        self._error = msg
+        log.log(
+            logging.WARNING if t.first else logging.INFO,
+            "MQTT: session taken over (%d time(s)); reconnecting in %g s",
+            t.count,
+            t.delay_s,
+        )
+
+    def _set_error(self, msg: str, level: int = logging.ERROR) -> None:
+        if msg != self._error:
+            log.log(level, "MQTT: %s", msg)
         self._error = msg
 
     def _on_message(self, client, userdata, msg) -> None:

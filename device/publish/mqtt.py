@@ -65,13 +65,18 @@ import paho.mqtt.client as paho
 from emotion_edge.config import MqttConfig
 from emotion_edge.errors import ConfigError
 from emotion_edge.publish.base import safe_id
-from emotion_edge.publish.homeassistant import discovery_configs
+from emotion_edge.publish.homeassistant import HaDevice, announce
 from emotion_edge.publish.spool import (
     STORAGE_ERRORS,
     EventSpool,
     describe,
     is_config_error,
     is_corrupt,
+)
+from emotion_edge.publish.takeover import (
+    SHORT_CONNECTIONS_TAKEOVER,
+    Takeover,
+    TakeoverDetector,
 )
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -88,9 +93,6 @@ _paho_log = logging.getLogger(__name__ + ".paho")
 _SEND_WINDOW = 100
 _RC_QUOTA_EXCEEDED = 0x97  # PUBACK: try again later
 _RC_NO_MATCHING_SUBSCRIBERS = 0x10  # PUBACK: accepted, but nobody subscribed to the topic
-_RC_SESSION_TAKEN_OVER = 0x8E  # DISCONNECT: another client connected with our client id
-# accepted and closed again within this many seconds, this many times in a row: taken over
-_SHORT_CONNECTION_S, _SHORT_CONNECTIONS_TAKEOVER = 5.0, 3
 _QUOTA_PAUSE_S = 5.0
 # require_subscriber: first and longest pause before sending again to a topic nobody reads
 _NO_SUBSCRIBER_RETRY_MIN_S, _NO_SUBSCRIBER_RETRY_MAX_S = 0.5, 10.0
@@ -136,7 +138,6 @@ class MqttPublisher:
         self._stopping = False
         self._started = False
         self._ever_connected = False
-        self._connected_since = 0.0
         self._inflight: dict[int, str] = {}  # paho mid -> event_id, until PUBACK
         self._handed: set[str] = set()  # event ids paho holds (it re-sends them itself)
         self._acks: list[tuple[int, Any]] = []  # (mid, reason code) from paho, for the sender
@@ -168,9 +169,7 @@ class MqttPublisher:
         self._storage_failures = 0  # consecutive, drives the retry backoff
         self._storage_retry_at = 0.0
         self._send_pause_until = 0.0
-        self._takeover_streak = 0
-        self._short_connections = 0  # connections in a row closed soon after CONNACK
-        self._takeover_logged = False
+        self._takeover = TakeoverDetector(cfg.takeover_backoff_s)
         self._restore_reconnect_delay = False
         self._refusals_logged: set[str] = set()
         self._tally: dict[str, int] = {}  # "N dropped (why)" since the last summary line
@@ -199,6 +198,7 @@ class MqttPublisher:
     # -- public API ------------------------------------------------------------------------
 
     broken = False  # a broker that is away is not broken: events wait in the spool
+    ha_device: HaDevice | None = None  # what Home Assistant shows (app.py sets it)
 
     def topic(self, name: str) -> str:
         return f"{self.cfg.topic_prefix}/{self.device_id}/{name}"
@@ -516,9 +516,8 @@ class MqttPublisher:
             )
         client.publish(self.topic("availability"), AVAILABILITY_ONLINE, qos=1, retain=True)
         if cfg.ha_discovery:
-            ha = discovery_configs(self.device_id, self.topic, cfg.ha_prefix, self.model_version)
-            for topic, config in ha.items():
-                client.publish(topic, _json(config), qos=1, retain=True)
+            dev = self.ha_device or HaDevice(self.device_id, model_version=self.model_version)
+            announce(client, dev, self.topic, cfg.ha_prefix)  # and again on HA's birth message
         # from here on the sender hands events over (after `online`) and publish_state() goes
         # straight out; the copy re-sends what came while we were away (a rare duplicate of
         # a retained payload is harmless, a gap would not be)
@@ -528,7 +527,7 @@ class MqttPublisher:
             self._ever_connected = True
             self._errors["connection"] = ""
             self._connected = True
-            self._connected_since = time.monotonic()
+            self._takeover.connected()
             retained = dict(self._retained)
             self._lock.notify_all()
         for name, text in retained.items():
@@ -543,27 +542,18 @@ class MqttPublisher:
         )
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        now = time.monotonic()
         with self._lock:
             was, self._connected = self._connected, False
             stopping, refused, self._refused = self._stopping, self._refused, False
             detail, self._paho_error = self._paho_error or str(reason_code), ""
-            lived = now - self._connected_since if was else None
-            if lived is not None and lived < _SHORT_CONNECTION_S:
-                self._short_connections += 1
-            elif lived is not None:
-                self._short_connections = 0
-            short = self._short_connections
+            d = self._takeover.disconnected()
+            lived, short = d.lived_s, d.short_in_a_row
             self._lock.notify_all()
         if stopping or refused:  # a refusal was already reported with its reason
             return
-        if getattr(reason_code, "value", None) == _RC_SESSION_TAKEN_OVER:
-            self._taken_over(client, lived, certain=True)
-            return
-        if short >= _SHORT_CONNECTIONS_TAKEOVER:
-            # brokers that close the old connection without a DISCONNECT 0x8E (mosquitto 2.0.11,
-            # any MQTT 3.1.1 broker): accepted, then closed at once, again and again
-            self._taken_over(client, lived, certain=False)
+        takeover = self._takeover.judge(getattr(reason_code, "value", None), d)
+        if takeover is not None:
+            self._taken_over(client, takeover)
             return
         where = f"{self.cfg.host}:{self.cfg.port}"
         if was and short:
@@ -581,23 +571,17 @@ class MqttPublisher:
         else:  # e.g. TLS 1.3 reports a missing client certificate only after the handshake
             self._set_error(f"connection to {where} closed before the broker accepted it: {detail}")
 
-    def _taken_over(self, client, lived: float | None, certain: bool) -> None:
+    def _taken_over(self, client, t: Takeover) -> None:
         """Another client connected with our client id: almost always a second device with
         the same device id (a cloned SD card keeps the host name, the default id). Say so
         once, and wait longer each time instead of taking the session back at once."""
-        base = self.cfg.takeover_backoff_s
         with self._lock:
-            if lived is not None and lived > 10 * base:
-                self._takeover_streak = 0  # the last takeover is long past: start again
-            self._takeover_streak += 1
-            self._stats["takeovers"] += 1
-            delay = min(base * 2 ** min(self._takeover_streak - 1, 10), base * 10)
-            first, self._takeover_logged = not self._takeover_logged, True
+            self._stats["takeovers"] = t.count
             self._restore_reconnect_delay = True
-            n = self._stats["takeovers"]
+        delay = t.delay_s
         client.reconnect_delay_set(min_delay=delay, max_delay=delay)  # type: ignore[arg-type]
         where = f"{self.cfg.host}:{self.cfg.port}"
-        if certain:
+        if t.certain:
             what = (
                 f"the broker {where} handed our session to another client with the same "
                 f"client id {self.client_id!r} (MQTT reason 0x8E, session taken over)"
@@ -605,7 +589,7 @@ class MqttPublisher:
         else:
             what = (
                 f"the broker {where} closed our connection right after accepting it, "
-                f"{_SHORT_CONNECTIONS_TAKEOVER} times in a row: most likely another client "
+                f"{SHORT_CONNECTIONS_TAKEOVER} times in a row: most likely another client "
                 f"connects with the same client id {self.client_id!r} and takes our session"
             )
         msg = (
@@ -615,8 +599,8 @@ class MqttPublisher:
         )
         with self._lock:
             self._errors["connection"] = msg
-        log.log(logging.ERROR if first else logging.DEBUG, "MQTT: %s", msg)
-        log.info("MQTT: session taken over (%d time(s)); reconnecting in %g s", n, delay)
+        log.log(logging.ERROR if t.first else logging.DEBUG, "MQTT: %s", msg)
+        log.info("MQTT: session taken over (%d time(s)); reconnecting in %g s", t.count, delay)
 
     def _on_log(self, client, userdata, level, buf) -> None:
         if buf.startswith("Caught exception"):  # a bug in one of our callbacks
