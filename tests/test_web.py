@@ -1,9 +1,13 @@
 """The [web] live view: the real daemon serving the page, its picture stream and its state feeds,
 and a real browser (Debian's headless Chromium driven by Selenium) reading it like a person.
 
-Screenshots go to the test's tmp dir. docs/img/live-view.png is rewritten from the sample-video
-run when EMOTION_EDGE_UPDATE_SCREENSHOT=1 (or when it is missing), so an ordinary test run
-leaves the working tree as it was.
+Screenshots go to the test's tmp dir. docs/img/live-view.png (desktop) and
+docs/img/live-view-phone.png (390x844) are rewritten from the sample-video run when
+EMOTION_EDGE_UPDATE_SCREENSHOT=1 (or when one is missing), so an ordinary test run leaves the
+working tree as it was.
+
+Pages, pictures and cards are also checked against an in-process WebServer fed synthetic frames
+(SyntheticCamera: the camera is the only fake), where every frame's truth is known.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -28,10 +33,12 @@ from mqtt_broker import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS_SHOT = REPO / "docs/img/live-view.png"
+DOCS_PHONE = REPO / "docs/img/live-view-phone.png"
 STATIC = REPO / "device/web/static"
 WIDTH = 480  # [web] stream_width in these tests; the sample video is 640x360
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
+OFFLINE_WAIT_S = 4.5  # longer than the page's 3.5 s "no message: server unreachable" timer
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -395,6 +402,245 @@ def test_annotated_picture_has_the_face_box_in_its_colour():
     assert np.abs(img[90, 140].astype(int) - 40).max() < 12  # inside the box: the picture
 
 
+def test_box_label_and_card_follow_one_rule():
+    """The text drawn on a box is built from the same numbers as the card: leading smoothed
+    emotion and its whole percent, rounded once on the device (half up, 0.245 -> 25 %)."""
+    from emotion_edge.web.live import LiveFace, Snapshot, face_json, face_label, state_json
+
+    for probs in (
+        [0.05, 0.0, 0.05, 0.245, 0.24, 0.175, 0.24],  # 24.5 %: Python's "%.0f" says 24
+        [0.1, 0.1, 0.1, 0.21, 0.21, 0.07, 0.21],  # a three-way tie: the first wins, as argmax
+        [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
+    ):
+        face = LiveFace(52, (1.0, 2.0, 30.0, 30.0), np.array(probs, np.float32), 2.0)
+        j = face_json(face, LABELS)
+        lead = int(np.argmax(face.probs))
+        assert j["emotion"] == j["top"][0]["emotion"] == LABELS[lead]
+        pct = int(np.floor(100 * float(face.probs[lead]) + 0.5))
+        assert j["percent"] == j["top"][0]["percent"] == pct
+        assert face_label(face, LABELS) == j["label"] == f"#52 {LABELS[lead]} {pct}%"
+    # the state carries the snapshot's seq (the picture part of the same snapshot carries it too),
+    # the room over the same faces, and whether each face was detected or carried
+    carried = LiveFace(7, (1.0, 2.0, 10.0, 10.0), np.eye(7, dtype=np.float32)[3], 1.0, False)
+    snap = Snapshot(41, _frame(), (face, carried), time.time())
+    st = state_json(
+        snap,
+        device_id="d",
+        model_version="m",
+        labels=LABELS,
+        rates=(10.0, 5.0),
+        status={},
+        web={},
+        now=time.time(),
+    )
+    assert st["frame"]["seq"] == 41 and st["frame"]["index"] == 7
+    assert [f["detected"] for f in st["faces"]] == [True, False]
+    assert st["room"]["face_count"] == 2 and st["room"]["emotion"] in ("happy", "neutral")
+    assert st["hint"] is None
+
+
+def test_carried_face_is_dashed_and_the_frame_index_is_on_the_picture():
+    import cv2
+    from emotion_edge.web.live import LiveFace, Snapshot, render_jpeg
+
+    probs = np.eye(7, dtype=np.float32)[3]
+    box = (200.0, 100.0, 160.0, 160.0)
+
+    def left_edge(detected: bool) -> np.ndarray:
+        snap = Snapshot(1, _frame(), (LiveFace(2, box, probs, 1.0, detected),), 0.0)
+        img = cv2.imdecode(np.frombuffer(render_jpeg(snap, LABELS, 640, 95)[0], np.uint8), 1)
+        # the box's left edge, below its label: bright where drawn, the grey 40 between dashes
+        return img[110:255, 200].max(axis=1) > 120
+
+    solid, dashed = left_edge(True), left_edge(False)
+    assert solid.mean() > 0.95, solid.mean()
+    assert 0.3 < dashed.mean() < 0.8, dashed.mean()
+    plain = Snapshot(1, _frame(), (), 0.0)
+    img = cv2.imdecode(np.frombuffer(render_jpeg(plain, LABELS, 640, 95)[0], np.uint8), 1)
+    corner = img[-20:, :90]  # "frame 7" in light grey on black, bottom left
+    assert (corner < 20).mean() > 0.4 and (corner > 150).mean() > 0.03
+
+
+def _motion_frames(view, n: int, t0: float, moving: bool, faces=()):
+    from emotion_edge.video.frames import Frame
+
+    for k in range(n):
+        img = np.full((360, 640, 3), 60, np.uint8)
+        if moving:  # a person-sized blob walking across, too small/far for a face
+            x = (k * 12) % 560
+            img[100:300, x : x + 60] = 200
+        view.on_frame(Frame(img[:, :, 0].copy(), k, t0 + k / 10, img), list(faces))
+
+
+def test_far_faces_hint_needs_motion_time_without_faces_and_a_non_auto_detector():
+    from emotion_edge.track.events import FaceObservation
+    from emotion_edge.web.live import HINT_AFTER_S, LiveView, far_faces_hint
+
+    t0 = time.time() - 60
+    view = LiveView(lambda fid: (True, t0))
+    view.hold()
+    _motion_frames(view, int(HINT_AFTER_S * 10) + 20, t0, moving=True)
+    scene = view.snapshot().scene
+    assert scene.motion > 0.004 and scene.no_face_s >= HINT_AFTER_S and scene.moved_s_ago == 0
+    hint = far_faces_hint(scene, "blazeface")
+    assert hint and 'kind = "auto"' in hint and '"blazeface"' in hint, hint
+    assert far_faces_hint(scene, "auto") is None
+    # a still room (sensor noise only) gives no hint, however long
+    view.release()
+    view.hold()
+    rng = np.random.default_rng(1)
+    from emotion_edge.video.frames import Frame
+
+    for k in range(120):
+        img = np.clip(60 + rng.normal(0, 3, (360, 640, 3)), 0, 255).astype(np.uint8)
+        view.on_frame(Frame(img[:, :, 0].copy(), k, t0 + k / 10, img), [])
+    scene = view.snapshot().scene
+    assert scene.motion < 0.004 and scene.moved_s_ago is None, scene
+    assert far_faces_hint(scene, "blazeface") is None
+    # motion with a face found: the clock of "no face" restarts
+    ob = FaceObservation(1, (10.0, 10.0, 50.0, 50.0), 3, np.full(7, 1 / 7, np.float32))
+    _motion_frames(view, 20, t0 + 20, moving=True, faces=[ob])
+    assert view.snapshot().scene.no_face_s == 0
+    assert far_faces_hint(view.snapshot().scene, "blazeface") is None
+
+
+# -- an in-process server fed synthetic frames (the camera is the only fake) ------------------
+
+LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+LEVELS = (40, 100, 160, 220)  # frame k's background grey is LEVELS[k % 4]
+# frame k's one face leads with LEADS[k % 4]: another label and percent each frame, with a
+# runner-up 3 points behind (a real face's close calls, like "neutral 21%" vs "happy 26%")
+LEADS = (("happy", 0.26), ("neutral", 0.22), ("sad", 0.24), ("surprise", 0.28))
+
+
+def lead_probs(k: int) -> np.ndarray:
+    name, p = LEADS[k % 4]
+    runner = LEADS[(k + 1) % 4][0]
+    probs = np.full(7, (1 - 2 * p + 0.03) / 5, np.float32)
+    probs[LABELS.index(name)] = p
+    probs[LABELS.index(runner)] = p - 0.03
+    return probs
+
+
+class SyntheticCamera(threading.Thread):
+    """Feeds a WebServer's frame tap like the pipeline: "faces" (one face at a fixed box whose
+    leading emotion changes every frame) or "motion" (a blob moving, no face)."""
+
+    def __init__(self, server, fps: float = 20.0) -> None:
+        super().__init__(daemon=True)
+        self.server, self.period, self.mode = server, 1.0 / fps, "faces"
+        self.stopping = threading.Event()
+        self.start_ts = time.time()
+
+    def run(self) -> None:
+        from emotion_edge.track.events import FaceObservation
+        from emotion_edge.video.frames import Frame
+
+        k = 0
+        while not self.stopping.wait(self.period):
+            k += 1
+            img = np.full((360, 640, 3), LEVELS[k % 4], np.uint8)
+            faces = []
+            if self.mode == "faces":
+                img[100:260, 240:400] = 128
+                faces = [FaceObservation(5, (240.0, 100.0, 160.0, 160.0), 9, lead_probs(k))]
+            else:
+                x = (k * 15) % 560
+                img[120:320, x : x + 60] = 250
+            self.server.on_frame(Frame(img[:, :, 0].copy(), k, time.time(), img), faces)
+
+
+class SyntheticServer:
+    def __init__(self, detector_kind: str = "blazeface", **web) -> None:
+        from emotion_edge.config.tables import WebConfig
+        from emotion_edge.web.server import WebServer
+
+        cfg = WebConfig(enabled=True, port=0, **{"stream_width": WIDTH, **web})
+        self.server = WebServer(
+            cfg,
+            device_id="synthetic",
+            model_version="test",
+            labels=LABELS,
+            face_info=lambda fid: (True, time.time() - 5.0),
+            status=lambda: {"capture": {"source_open": True, "frames_read": 1}},
+            detector_kind=detector_kind,
+        )
+        self.camera = SyntheticCamera(self.server)
+
+    def __enter__(self) -> SyntheticServer:
+        self.server.start()
+        self.camera.start()
+        self.base = self.server.url.rstrip("/")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.camera.stopping.set()
+        self.camera.join(5)
+        self.server.close()
+
+
+def _hold(base: str, path: str, statuses: list, stop: threading.Event) -> None:
+    """One long-lived reader of `path` (reads everything, so it is never dropped)."""
+    conn = http.client.HTTPConnection(base.split("//")[1], timeout=10)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        statuses.append((resp.status, resp.read() if resp.status != 200 else b""))
+        while resp.status == 200 and not stop.is_set():
+            if not resp.read1(65536):
+                break
+    except OSError:
+        pass
+    finally:
+        conn.close()
+
+
+class Viewer:
+    """A page's two connections (picture + push) from Python, with the page's viewer id."""
+
+    def __init__(self, base: str, viewer: str | None) -> None:
+        q = f"?viewer={viewer}" if viewer else ""
+        self.stop = threading.Event()
+        self.statuses: list = []
+        self.threads = [
+            threading.Thread(
+                target=_hold, args=(base, p + q, self.statuses, self.stop), daemon=True
+            )
+            for p in ("/stream.mjpg", "/api/live")
+        ]
+        for t in self.threads:
+            t.start()
+        wait_for(lambda: len(self.statuses) == 2, 10, what="both answers")
+
+    def close(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(10)
+
+
+def test_viewer_limit_counts_pages_not_connections():
+    with SyntheticServer(max_clients=2, max_fps=10.0) as srv:
+        a, b = Viewer(srv.base, "page-aaaa-1"), Viewer(srv.base, "page-bbbb-2")
+        try:
+            assert [s for s, _ in a.statuses + b.statuses] == [200] * 4
+            h = get_json(srv.base + "/healthz")
+            assert h["viewers"] == 2 and h["clients"] == 4
+            c = Viewer(srv.base, "page-cccc-3")  # a third page: both its connections refused
+            assert [s for s, _ in c.statuses] == [503, 503]
+            body = json.loads(c.statuses[0][1])
+            assert body["error"].startswith("viewer limit reached (2)") and body["max_clients"] == 2
+            anon = Viewer(srv.base, None)  # no id: each connection is a viewer of its own
+            assert [s for s, _ in anon.statuses] == [503, 503]
+            a.close()
+            wait_for(lambda: get_json(srv.base + "/healthz")["viewers"] == 1, 10, what="a leaving")
+            c = Viewer(srv.base, "page-cccc-3")
+            assert [s for s, _ in c.statuses] == [200, 200]
+            c.close()
+        finally:
+            a.close()
+            b.close()
+
+
 # -- the real daemon on the sample video --------------------------------------------------------
 
 
@@ -504,6 +750,7 @@ def test_client_limit(video_daemon):
             conns.append((c, r))
         status, headers, body = get(video_daemon.base + "/api/live")
         assert status == 503 and headers.get("Retry-After") and b"max_clients" in body
+        assert b"viewer limit reached (4)" in body
         assert get(video_daemon.base + "/api/state")[0] == 200  # one-shot reads still work
     finally:
         for c, _ in conns:
@@ -641,6 +888,10 @@ def browser(web_tmp):
     drv.quit()
 
 
+# the picture's width on the page (a canvas the page draws each paired frame on); 0 while hidden
+PIC_WIDTH = "const c = document.getElementById('stream'); return c.hidden ? 0 : c.width;"
+
+
 def js(drv, script: str):
     return drv.execute_script(script)
 
@@ -671,17 +922,48 @@ return {id: c.dataset.faceId,
 """
 
 
+# what of the page is on screen and not covered: an element counts when it lies inside the
+# viewport and the topmost element at its centre is itself or inside it
+ON_SCREEN = """
+const vw = innerWidth, vh = innerHeight;
+const visible = (e) => {
+  if (!e) return false;
+  const r = e.getBoundingClientRect();
+  if (r.width <= 0 || r.height <= 0 || r.left < -0.5 || r.top < -0.5
+      || r.right > vw + 0.5 || r.bottom > vh + 0.5) return false;
+  const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+  return Boolean(hit) && (hit === e || e.contains(hit));
+};
+const bar = document.getElementById('bar');
+const legend = document.getElementById('legend');
+return {
+  bar: visible(bar),
+  header: ['title', 'face-count', 'fps', 'latency', 'conn']
+    .filter((id) => visible(document.getElementById(id))),
+  barFits: bar.scrollWidth <= bar.clientWidth + 1,
+  picture: visible(document.getElementById('stream')),
+  card: visible(document.querySelector('#cards .card .row.top')),
+  legend: [...legend.querySelectorAll('.key')].filter(visible).map((k) => k.textContent),
+  legendFits: legend.scrollWidth <= legend.clientWidth + 1
+    && document.getElementById('timeline-head').scrollWidth
+       <= document.getElementById('timeline-head').clientWidth + 1,
+  axis: visible(document.getElementById('timeline')) && window.eeLive.axis.length >= 3
+    && window.eeLive.axis[window.eeLive.axis.length - 1] === 'now',
+};
+"""
+
+
 @needs_browser
 def test_browser_shows_the_picture_face_cards_and_live_bars(browser, video_daemon, web_tmp):
     drv = browser
     set_viewport(drv, 1280, 720)
     drv.get(video_daemon.base + "/")
     wait_for(
-        lambda: js(drv, "return document.getElementById('stream').naturalWidth") > 0,
+        lambda: js(drv, PIC_WIDTH) > 0,
         30,
         what="the stream image",
     )
-    assert js(drv, "return document.getElementById('stream').naturalWidth") == WIDTH
+    assert js(drv, PIC_WIDTH) == WIDTH
     labels = get_json(video_daemon.base + "/api/state")["labels"]
     card = wait_for(lambda: js(drv, CARD_TEXT), 60, what="a face card")
     assert card["emotions"][0] in labels and re.fullmatch(r"\d{1,3}%", card["pcts"][0]), card
@@ -704,11 +986,13 @@ def test_browser_shows_the_picture_face_cards_and_live_bars(browser, video_daemo
         20,
         what="the bars to update",
     )
-    update = os.environ.get("EMOTION_EDGE_UPDATE_SCREENSHOT") == "1" or not DOCS_SHOT.exists()
+    update = os.environ.get("EMOTION_EDGE_UPDATE_SCREENSHOT") == "1" or not (
+        DOCS_SHOT.exists() and DOCS_PHONE.exists()
+    )
     # the timeline fills up as samples arrive; for the docs picture wait for some history
     time.sleep(20 if update else 2)
-    # a face tracked for a few seconds: its box is on the picture too (the stream trails the
-    # push channel by a frame or two, so a face announced this instant may not be drawn yet)
+    # a face tracked for a few seconds, for the screenshot (the page pairs each picture with the
+    # state of its frame, so the box label and the card agree whenever it is taken)
     wait_for(
         lambda: (c := js(drv, CARD_TEXT)) and re.fullmatch(r"([3-9]|\d\d+) s", c["tracked"]),
         90,
@@ -738,6 +1022,21 @@ def test_browser_shows_the_picture_face_cards_and_live_bars(browser, video_daemo
     drv.save_screenshot(str(web_tmp / "live-view-1920x1080.png"))
     assert js(drv, "return window.eeLive.messages") > 20
 
+    # a phone (390x844): the header, the picture, a card and the whole legend on screen, none
+    # of it cut off or covered
+    set_viewport(drv, 390, 844)
+    wait_for(lambda: js(drv, CARD_TEXT), 60, what="a face card at 390x844")
+    time.sleep(1.0)  # a timeline redraw at the new size
+    seen = js(drv, ON_SCREEN)
+    assert seen["bar"] and seen["picture"] and seen["card"] and seen["axis"], seen
+    assert seen["legend"] == labels, seen
+    assert seen["header"] == ["title", "face-count", "fps", "latency", "conn"], seen
+    assert seen["barFits"] and seen["legendFits"], seen
+    phone = web_tmp / "live-view-390x844.png"
+    drv.save_screenshot(str(phone))
+    if update:
+        shutil.copy(phone, DOCS_PHONE)
+
 
 @needs_browser
 def test_browser_shows_no_face_on_a_faceless_source(browser, web_tmp, faceless_dir):
@@ -748,7 +1047,7 @@ def test_browser_shows_no_face_on_a_faceless_source(browser, web_tmp, faceless_d
         wait_for(
             lambda: (
                 js(browser, "return document.getElementById('no-face').hidden") is False
-                and js(browser, "return document.getElementById('stream').naturalWidth") > 0
+                and js(browser, PIC_WIDTH) > 0
             ),
             30,
             what="the no-face state",
@@ -795,7 +1094,7 @@ def test_browser_recovers_after_the_daemon_restarts(browser, web_tmp, sample_vid
     try:
         browser.get(d.base + "/")
         wait_for(
-            lambda: js(browser, "return document.getElementById('stream').naturalWidth") > 0,
+            lambda: js(browser, PIC_WIDTH) > 0,
             30,
             what="the stream",
         )
@@ -808,7 +1107,7 @@ def test_browser_recovers_after_the_daemon_restarts(browser, web_tmp, sample_vid
         )
         title = js(browser, "return document.getElementById('overlay-title').innerText")
         assert "unreachable" in title.lower()
-        assert js(browser, "return document.getElementById('stream').naturalWidth") == 0
+        assert js(browser, PIC_WIDTH) == 0
         assert js(browser, "return document.querySelectorAll('#cards .card').length") == 0
         assert js(browser, "return document.getElementById('fps').textContent") == "\u2013"
         browser.save_screenshot(str(web_tmp / "unreachable.png"))
@@ -817,7 +1116,7 @@ def test_browser_recovers_after_the_daemon_restarts(browser, web_tmp, sample_vid
             lambda: (
                 js(browser, "return document.getElementById('app').dataset.state")
                 in ("faces", "noface")
-                and js(browser, "return document.getElementById('stream').naturalWidth") > 0
+                and js(browser, PIC_WIDTH) > 0
             ),
             45,
             what="the page to come back",
@@ -826,3 +1125,124 @@ def test_browser_recovers_after_the_daemon_restarts(browser, web_tmp, sample_vid
         assert js(browser, "return document.getElementById('conn').textContent") == "live"
     finally:
         d.stop()
+
+
+# what the page shows at one instant: the grey of the picture's background (which frame it is),
+# the card's top row, the face the page says the picture holds, the frame tag
+PAIR = """
+const c = document.getElementById('stream');
+const card = document.querySelector('#cards .card');
+if (c.hidden || !card || !window.eeLive.shown) return null;
+const px = c.getContext('2d').getImageData(8, 8, 1, 1).data;
+return {grey: (px[0] + px[1] + px[2]) / 3,
+        emotion: card.querySelector('.row.top .emotion').textContent,
+        pct: card.querySelector('.row.top .pct').textContent,
+        shown: window.eeLive.shown,
+        tag: document.getElementById('frame-tag').textContent};
+"""
+
+
+@needs_browser
+def test_browser_box_label_and_card_agree_on_every_frame(browser, web_tmp):
+    """The synthetic face changes its leading emotion and percent every frame (20 fps), and the
+    frame's background grey says which frame the picture is: whatever the page shows, its card
+    must be the state of that very frame, and so must the label drawn on the box."""
+    with SyntheticServer(max_fps=15.0, detector_kind="blazeface") as srv:
+        set_viewport(browser, 1280, 720)
+        browser.get(srv.base + "/")
+        wait_for(lambda: js(browser, PAIR), 30, what="a picture with its card")
+        checked = 0
+        for _ in range(60):
+            got = js(browser, PAIR)
+            time.sleep(0.05)
+            if got is None:
+                continue
+            k = int(np.argmin([abs(got["grey"] - g) for g in LEVELS]))  # frame index % 4
+            assert abs(got["grey"] - LEVELS[k]) < 12, got
+            probs = lead_probs(k)
+            lead = int(np.argmax(probs))
+            pct = int(np.floor(100 * float(probs[lead]) + 0.5))
+            assert (got["emotion"], got["pct"]) == (LABELS[lead], f"{pct}%"), (k, got)
+            assert got["shown"]["faces"][0]["label"] == f"#5 {LABELS[lead]} {pct}%", (k, got)
+            assert int(got["tag"].split()[-1]) % 4 == k, (k, got)
+            checked += 1
+        assert checked >= 40, checked
+        browser.save_screenshot(str(web_tmp / "synthetic-pairs.png"))
+
+        # nobody in view but something moving: after a while the page says how to reach
+        # farther faces, since this detector is not "auto"
+        srv.camera.mode = "motion"
+        wait_for(
+            lambda: js(browser, "return !document.getElementById('hint').hidden"),
+            30,
+            what="the far-faces hint",
+        )
+        text = js(browser, "return document.getElementById('hint').innerText")
+        assert 'kind = "auto"' in text and "blazeface" in text, text
+        assert js(browser, "return document.getElementById('no-face').hidden") is False
+        browser.save_screenshot(str(web_tmp / "far-faces-hint.png"))
+
+
+@needs_browser
+def test_browser_third_page_admitted_at_the_default_limit_and_a_refused_page_says_so(
+    browser, web_tmp
+):
+    """Each page holds two connections (picture + push) but counts as one viewer. One browser
+    opens at most 6 connections per host, so pages 1-3 use 127.0.0.1, the 4th viewer is a
+    Python client and the refused page comes in as "localhost"."""
+    from emotion_edge.config.tables import WebConfig
+
+    limit = WebConfig().max_clients
+    assert limit >= 3
+    first = browser.current_window_handle
+    tabs = []
+    with SyntheticServer(max_fps=5.0, stream_width=320) as srv:
+        try:
+            for i in range(3):
+                if i:
+                    browser.switch_to.new_window("tab")
+                    tabs.append(browser.current_window_handle)
+                browser.get(srv.base + "/")
+                wait_for(
+                    lambda: js(browser, "return window.eeLive.pictures") > 2,
+                    30,
+                    what=f"page {i + 1}'s pictures",
+                )
+            h = get_json(srv.base + "/healthz")
+            assert h["viewers"] == 3 and h["clients"] == 6, h
+            others = [Viewer(srv.base, f"python-viewer-{i}") for i in range(limit - 3)]
+            browser.switch_to.new_window("tab")
+            tabs.append(browser.current_window_handle)
+            browser.get(srv.base.replace("127.0.0.1", "localhost") + "/")
+            wait_for(
+                lambda: (
+                    js(browser, "return document.getElementById('app').dataset.state") == "full"
+                ),
+                20,
+                what="the refused page",
+            )
+            title = js(browser, "return document.getElementById('overlay-title').innerText")
+            assert title.lower() == f"viewer limit reached ({limit})", title
+            assert js(browser, "return window.eeLive.pictures") == 0
+            assert js(browser, "return document.getElementById('conn').textContent") == "full"
+            browser.save_screenshot(str(web_tmp / "viewer-limit.png"))
+            time.sleep(OFFLINE_WAIT_S)  # still saying why, not "server unreachable"
+            assert js(browser, "return document.getElementById('app').dataset.state") == "full"
+            for v in others:
+                v.close()
+            if not others:  # a page leaves instead
+                browser.switch_to.window(tabs[0])
+                browser.close()
+                tabs.pop(0)
+                browser.switch_to.window(tabs[-1])
+            wait_for(
+                lambda: js(browser, "return window.eeLive.pictures") > 0,
+                20,
+                what="the refused page to get in once a viewer left",
+            )
+        finally:
+            for t in tabs:
+                browser.switch_to.window(t)
+                browser.close()
+            browser.switch_to.window(first)
+            browser.get("about:blank")
