@@ -10,6 +10,7 @@ from emotion_edge.classify.classifier import load_classifier
 from emotion_edge.config import AppConfig
 from emotion_edge.detect.detector import make_detector
 from emotion_edge.pipeline import Pipeline
+from emotion_edge.preprocess import FER2013_LABELS
 from emotion_edge.publish.base import Output
 from emotion_edge.publish.stdout import StdoutOutput
 from emotion_edge.systemd_notify import SystemdNotifier
@@ -17,11 +18,16 @@ from emotion_edge.video.capture import Capture
 from emotion_edge.video.sources import FILE_KINDS, make_source
 
 
-def make_output(cfg: AppConfig, model_version: str) -> Output:
+def make_output(
+    cfg: AppConfig, model_version: str, labels: tuple[str, ...] = FER2013_LABELS
+) -> Output:
     if cfg.output.mode == "mqtt":
+        from emotion_edge.publish.homeassistant import ha_device_for
         from emotion_edge.publish.mqtt import MqttPublisher  # paho only when it is used
 
-        return MqttPublisher(cfg.mqtt, cfg.device.id, model_version)
+        pub = MqttPublisher(cfg.mqtt, cfg.device.id, model_version)
+        pub.ha_device = ha_device_for(cfg, model_version, labels)
+        return pub
     return StdoutOutput()
 
 
@@ -45,7 +51,7 @@ def build_pipeline(
         finally:
             probe.close()
     if output is None:
-        output = make_output(cfg, classifier.version)
+        output = make_output(cfg, classifier.version, classifier.labels)
     capture = Capture(lambda: make_source(cfg.source), cfg.source, realtime=cfg.pipeline.realtime)
     pipeline = Pipeline(cfg, capture, detector, classifier, output, notifier=notifier)
     if cfg.web.enabled:

@@ -444,21 +444,17 @@ def test_tls_client_certificate(mqtt_broker, tmp_path, publishers):
 
 
 def test_home_assistant_discovery(mqtt_broker, tmp_path, publishers):
-    sub = Subscriber(mqtt_broker, "homeassistant/#")
+    """One device-based discovery payload (its content: tests/test_homeassistant.py)."""
+    sub = Subscriber(mqtt_broker, "homeassistant/device/#")
     pub = new_pub(publishers, make_cfg(mqtt_broker, tmp_path, ha_discovery=True))
     assert pub.wait_connected(5)
-    assert sub.wait_for(lambda s: len(s.messages) == 2, 5), sub.messages
-    configs = {t: json.loads(p) for t, p, _ in sub.messages}
-    node = "emotion_edge_kiosk-1"
-    emo = configs[f"homeassistant/sensor/{node}/dominant_emotion/config"]
-    faces = configs[f"homeassistant/sensor/{node}/face_count/config"]
-    for c in (emo, faces):
-        assert c["state_topic"] == pub.topic("state")
-        assert c["availability"][0]["topic"] == pub.topic("availability")
-        assert c["device"]["identifiers"] == [node]
-    assert emo["unique_id"] != faces["unique_id"]
-    assert "value_json.dominant_emotion" in emo["value_template"]
-    assert "value_json.face_count" in faces["value_template"]
+    assert sub.wait_for(lambda s: len(s.messages) == 1, 5), sub.messages
+    topic, payload, _ = sub.messages[0]
+    assert topic == "homeassistant/device/emotion_edge_kiosk-1/config"
+    config = json.loads(payload)
+    assert config["state_topic"] == pub.topic("state")
+    assert config["availability"][0]["topic"] == pub.topic("availability")
+    assert "value_json.face_count" in config["components"]["face_count"]["value_template"]
     sub.close()
 
 
