@@ -42,7 +42,8 @@ def build_pipeline(
     here and a typo is an error at start-up; cameras are only opened by the capture thread,
     which retries with backoff (a camera unplugged now may come back).
     """
-    classifier = load_classifier(cfg.classifier)
+    # the budget lets [classifier] model = "auto" drop to the single net when the pair breaks it
+    classifier = load_classifier(cfg.classifier, budget_ms=cfg.pipeline.budget_ms)
     detector = make_detector(cfg.detector)
     if cfg.source.kind in FILE_KINDS:
         probe = make_source(cfg.source)

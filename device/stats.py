@@ -136,8 +136,10 @@ def stats_payload(
     source_kind: str,
     output_mode: str,
     output_stats: dict,
+    classifier: dict | None = None,
 ) -> dict:
-    """The `stats` payload (schemas/stats.schema.json) from the pipeline's figures."""
+    """The `stats` payload (schemas/stats.schema.json) from the pipeline's figures
+    (`classifier`: classify.auto_select.classifier_stats() of the pipeline's classifier)."""
     from emotion_edge.track.events import STATS_SCHEMA, iso_utc
 
     span = max(1e-6, interval_s)
@@ -168,6 +170,7 @@ def stats_payload(
         "faces": faces,
         "events": dict(counters.events),
         "detector": detector,
+        "classifier": classifier,
         "source": {
             "kind": source_kind,
             "reopen_count": _int(capture.get("reopen_count")),

@@ -208,5 +208,7 @@ def test_flip_average_config_setting_reaches_the_classifier(emotion_model):
         mode: load_classifier(ClassifierConfig(model_path=str(emotion_model), flip_average=mode))
         for mode in ("model", "on", "off")
     }
-    assert got["model"].flip_average is False  # the test model's sidecar has no flag
-    assert got["on"].flip_average is True and got["off"].flip_average is False
+    # .classifier: the EmotionClassifier the selector runs (model_path alone under auto)
+    assert got["model"].classifier.flip_average is False  # the test model's sidecar: no flag
+    assert got["on"].classifier.flip_average is True
+    assert got["off"].classifier.flip_average is False

@@ -16,16 +16,19 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+from emotion_edge.classify.auto_select import PAIR, SINGLE, ModelSelector
+from emotion_edge.classify.cpu_features import DotProductSupport, int8_dot_product
 from emotion_edge.classify.litert import make_interpreter
 from emotion_edge.classify.model_meta import ModelMetadata, load_metadata
 from emotion_edge.config import ClassifierConfig
 from emotion_edge.errors import ModelError
 from emotion_edge.models import MODELS_DIR
-from emotion_edge.preprocess import crop_face, quantize_input
+from emotion_edge.preprocess import crop_face_aligned, quantize_input
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = MODELS_DIR / "emotion_int8.tflite"
+DEFAULT_MODEL = MODELS_DIR / "emotion_int8.tflite"  # the pair: two nets averaged in one graph
+DEFAULT_SINGLE_MODEL = MODELS_DIR / "emotion_int8_single.tflite"  # one of them, ~half the cost
 _DTYPES = {"int8": np.int8, "uint8": np.uint8, "float32": np.float32}
 
 
@@ -42,7 +45,12 @@ class FaceClassifier(Protocol):
     crop_scale: float  # the crop rule (face box -> model input) the model expects
     crop_shift_y: float
 
-    def classify(self, gray: np.ndarray, boxes: Sequence[Sequence[float]]) -> np.ndarray: ...
+    def classify(
+        self,
+        gray: np.ndarray,
+        boxes: Sequence[Sequence[float]],
+        rolls: Sequence[float] | None = None,
+    ) -> np.ndarray: ...
 
 
 class EmotionClassifier:
@@ -198,11 +206,23 @@ class EmotionClassifier:
             self._cache.popitem(last=False)
         return interp
 
-    def preprocess(self, gray: np.ndarray, boxes: Sequence[Sequence[float]]) -> np.ndarray:
-        """uint8 face crops [N, 48, 48] exactly as in training."""
+    def preprocess(
+        self,
+        gray: np.ndarray,
+        boxes: Sequence[Sequence[float]],
+        rolls: Sequence[float] | None = None,
+    ) -> np.ndarray:
+        """uint8 face crops [N, 48, 48] as in training; a face rolled by `rolls[i]` degrees
+        (from its eye keypoints) is turned upright first (preprocess.crop_face_aligned)."""
         if not len(boxes):
             return np.zeros((0, self.meta.input_size, self.meta.input_size), np.uint8)
-        return np.stack([crop_face(gray, b, self.crop_scale, self.crop_shift_y) for b in boxes])
+        rolls = rolls if rolls is not None else [0.0] * len(boxes)
+        return np.stack(
+            [
+                crop_face_aligned(gray, b, r, self.crop_scale, self.crop_shift_y)
+                for b, r in zip(boxes, rolls, strict=True)
+            ]
+        )
 
     def predict_faces(self, faces: np.ndarray) -> np.ndarray:
         """Probabilities [N, n_labels] for uint8 crops [N, 48, 48]."""
@@ -248,9 +268,14 @@ class EmotionClassifier:
         # an all-zero row (possible after int8 rounding) becomes uniform, not NaN
         return np.where(total > 0, probs / np.maximum(total, 1e-12), 1.0 / probs.shape[1])
 
-    def classify(self, gray: np.ndarray, boxes: Sequence[Sequence[float]]) -> np.ndarray:
+    def classify(
+        self,
+        gray: np.ndarray,
+        boxes: Sequence[Sequence[float]],
+        rolls: Sequence[float] | None = None,
+    ) -> np.ndarray:
         """Crop every box from one grayscale frame and classify them in one call."""
-        return self.predict_faces(self.preprocess(gray, boxes))
+        return self.predict_faces(self.preprocess(gray, boxes, rolls))
 
 
 def flip_average_setting(mode: str) -> bool | None:
@@ -259,11 +284,39 @@ def flip_average_setting(mode: str) -> bool | None:
     return {"model": None, "on": True, "off": False}[mode]
 
 
-def load_classifier(cfg: ClassifierConfig) -> EmotionClassifier:
-    """From a `config.ClassifierConfig`."""
-    return EmotionClassifier(
-        resolve_model_path(cfg.model_path),
+def load_classifier(
+    cfg: ClassifierConfig,
+    budget_ms: float | None = None,
+    dot_product: DotProductSupport | None = None,
+) -> ModelSelector:
+    """From a `config.ClassifierConfig`: the model(s) `cfg.model` names behind one
+    FaceClassifier. `budget_ms` (the daemon's [pipeline] budget_ms) lets "auto" switch to the
+    single net when the pair would break it; None (still photos) never switches for time.
+    `dot_product`: the CPU's int8 dot-product support (None: read /proc/cpuinfo)."""
+    kw = dict(
         num_threads=cfg.num_threads,
         max_batch=cfg.max_batch,
         flip_average=flip_average_setting(cfg.flip_average),
     )
+    single_path = Path(cfg.single_model_path).expanduser() if cfg.single_model_path else None
+    if cfg.model == "single":
+        return ModelSelector(
+            {SINGLE: EmotionClassifier(single_path or DEFAULT_SINGLE_MODEL, **kw)}, "single"
+        )
+    models = {PAIR: EmotionClassifier(resolve_model_path(cfg.model_path), **kw)}
+    if cfg.model == "pair":
+        return ModelSelector(models, "pair")
+    why = None
+    if single_path is None and cfg.model_path:
+        why = "model_path set and single_model_path empty: that file alone"
+    elif single_path is None and not DEFAULT_SINGLE_MODEL.is_file():
+        why = f"{DEFAULT_SINGLE_MODEL.name} is not installed: the pair alone"
+        log.warning("classifier auto: %s", why)
+    else:
+        models[SINGLE] = EmotionClassifier(single_path or DEFAULT_SINGLE_MODEL, **kw)
+        if dot_product is None:
+            dot_product = int8_dot_product()
+    selector = ModelSelector(models, "auto", budget_ms=budget_ms, dot_product=dot_product)
+    if why:
+        selector.reason = f"auto: {why}"
+    return selector

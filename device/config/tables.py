@@ -61,11 +61,29 @@ class DetectorConfig:
 
 
 FLIP_AVERAGE_MODES = ("model", "on", "off")
+CLASSIFIER_MODELS = ("auto", "pair", "single")
 
 
 @dataclass
 class ClassifierConfig:
-    model_path: str = setting("", "int8 .tflite with its .json sidecar; empty: the packaged model")
+    model: str = setting(
+        "auto",
+        "which emotion model runs: auto (model_path, the two-net file, while the faces in view "
+        "fit [pipeline] budget_ms on a CPU with int8 dot-product instructions, else "
+        "single_model_path; stats say which ran and events' model_version names it), pair "
+        "(model_path only), single (single_model_path only)",
+        choices=CLASSIFIER_MODELS,
+    )
+    model_path: str = setting(
+        "",
+        "int8 .tflite with its .json sidecar; empty: the packaged two-net model (with auto and "
+        "single_model_path empty, a file set here runs alone)",
+    )
+    single_model_path: str = setting(
+        "",
+        "the cheaper one-net int8 .tflite (+ sidecar) for model = auto or single; empty: the "
+        "packaged emotion_int8_single.tflite",
+    )
     num_threads: int = setting(2, "LiteRT threads for the emotion model", min=1, max=64)
     max_batch: int = setting(8, "faces per interpreter call (more are split)", min=1, max=64)
     flip_average: str = setting(

@@ -22,6 +22,7 @@ from emotion_edge.config.tables import (
     TABLE_ORDER,
     TABLES,
     AppConfig,
+    ClassifierConfig,
     DetectorConfig,
     MqttConfig,
     SourceConfig,
@@ -159,6 +160,16 @@ def check_detector(cfg: DetectorConfig, key: str, problems: Problems) -> None:
         )
 
 
+def check_classifier(cfg: ClassifierConfig, key: str, problems: Problems) -> None:
+    if cfg.model == "single" and cfg.model_path and not cfg.single_model_path:
+        # model_path is the two-net file: silently running the packaged single net instead of
+        # the file the user named would be a surprise
+        problems.add(
+            f'{key}.model_path: not used with model = "single"; set single_model_path to '
+            'run your one-net file, or model = "pair" to run this one'
+        )
+
+
 def check_mqtt(cfg: MqttConfig, key: str, problems: Problems) -> None:
     for name in ("topic_prefix", "ha_prefix"):
         v = getattr(cfg, name)
@@ -238,6 +249,7 @@ def check_web(cfg: WebConfig, key: str, problems: Problems) -> None:
 TABLE_CHECKS: dict[str, typing.Callable[[Any, str, Problems], None]] = {
     "source": check_source,
     "detector": check_detector,
+    "classifier": check_classifier,
     "mqtt": check_mqtt,
     "web": check_web,
 }
