@@ -20,10 +20,11 @@ from typing import Protocol
 
 import numpy as np
 from emotion_edge import __version__
+from emotion_edge.classify.auto_select import classifier_stats
 from emotion_edge.classify.classifier import FaceClassifier
 from emotion_edge.config import AppConfig
 from emotion_edge.detect.detector import FaceDetector
-from emotion_edge.preprocess import square_crop_box
+from emotion_edge.preprocess import eye_roll_deg, square_crop_box
 from emotion_edge.publish.base import Output
 from emotion_edge.stats import BudgetFigures, FrameCounters, StageTimes, stats_payload
 from emotion_edge.systemd_notify import SystemdNotifier
@@ -182,6 +183,7 @@ class Pipeline:
         self.counters = FrameCounters()
         self._consecutive_errors = 0
         self._last_error_log = 0.0
+        self._rolls: dict[tuple, float] = {}  # roll (degrees) of each box of the last detection
         self._started_mono = time.monotonic()
         self._interval_start = self._started_mono
         self._interval_frames = 0
@@ -328,16 +330,26 @@ class Pipeline:
 
         t1 = time.monotonic()
         if detected:
+            boxes = [tuple(float(v) for v in d.box) for d in detections]
+            self._rolls = {b: eye_roll_deg(d.keypoints) for b, d in zip(boxes, detections)}
             tracks, removed = self.tracker.update(
-                [d.box for d in detections], [d.score for d in detections]
+                boxes, [d.score for d in detections], ts=frame.timestamp
             )
         else:
             tracks, removed = self.tracker.predict(), []
         visible = [t for t in tracks if t.visible]
+        # missed by the detector but still held (tracking.hold_s): kept in state and timeline
+        # with their last probabilities, not classified at a box nobody saw
+        carried = [
+            (t, p)
+            for t in tracks
+            if not t.visible and (p := self.smoother.get(t.track_id)) is not None
+        ]
         track_ms = (time.monotonic() - t1) * 1000.0
 
         t2 = time.monotonic()
-        probs = self.classifier.classify(gray, [t.box for t in visible])
+        rolls = [self._rolls.get(t.detected_box, 0.0) for t in visible]
+        probs = self.classifier.classify(gray, [t.box for t in visible], rolls)
         self.times.add("classify", (time.monotonic() - t2) * 1000.0)
 
         t3 = time.monotonic()
@@ -346,7 +358,8 @@ class Pipeline:
                 t.track_id, t.box, t.hits, self.smoother.update(t.track_id, p, frame.timestamp)
             )
             for t, p in zip(visible, probs, strict=True)
-        ]
+        ] + [FaceObservation(t.track_id, t.box, t.hits, p, detected=False) for t, p in carried]
+        self._sync_model_version()
         self.smoother.forget(removed)
         events = self.engine.update(obs, removed, frame.index, (w, h), frame.timestamp)
         self.times.add("track", track_ms + (time.monotonic() - t3) * 1000.0)
@@ -372,7 +385,20 @@ class Pipeline:
         self.counters.processed += 1
         self._interval_frames += 1
         self.budget.observe(total_ms, detected, detect_ms)
+        observe = getattr(self.classifier, "observe_frame_ms", None)
+        if observe is not None:  # classify.auto_select: the other stages' share of the budget
+            observe(total_ms)
         return events
+
+    def _sync_model_version(self) -> None:
+        """[classifier] model = auto may switch models between frames: events, timeline and
+        stats name the model that classified the faces they report."""
+        version = self.classifier.version
+        if version != self.model_version:
+            self.model_version = version
+            self.engine.model_version = version
+            if self.timeline is not None:
+                self.timeline.model_version = version
 
     def _sample_timeline(self, frame: Frame, obs: list[FaceObservation], size) -> None:
         """A timeline sample of the announced faces when one is due (track/timeline.py)."""
@@ -431,6 +457,7 @@ class Pipeline:
                 self.engine.state_faces(),
                 self._last_frame_index,
                 self.clock(),
+                room=self.engine.room(),
             )
         )
 
@@ -451,6 +478,8 @@ class Pipeline:
             capture=self.capture.stats(),
             faces=len(self.engine.state_faces()),
             detector=self.detector.name,
+            detector_passes=dict(getattr(self.detector, "passes", None) or {}),
+            classifier=classifier_stats(self.classifier),
             source_kind=self.cfg.source.kind,
             output_mode=self.cfg.output.mode,
             output_stats=self.output.stats(),

@@ -97,6 +97,7 @@ def crop_face(
     box: Sequence[float],
     scale: float = FACE_CROP_SCALE,
     shift_y: float = FACE_CROP_SHIFT_Y,
+    out_size: int = INPUT_SIZE,
 ) -> np.ndarray:
     """Crop a face from a grayscale frame into the model's 48x48 uint8 input image."""
     import cv2  # local: training imports this module where OpenCV may be absent
@@ -109,11 +110,68 @@ def crop_face(
     pad_r, pad_b = max(0, x1 - w), max(0, y1 - h)
     crop = gray[max(0, y0) : min(h, y1), max(0, x0) : min(w, x1)]
     if crop.size == 0:
-        return np.zeros((INPUT_SIZE, INPUT_SIZE), np.uint8)
+        return np.zeros((out_size, out_size), np.uint8)
     if pad_l or pad_t or pad_r or pad_b:
         crop = cv2.copyMakeBorder(crop, pad_t, pad_b, pad_l, pad_r, cv2.BORDER_REPLICATE)
-    interp = cv2.INTER_AREA if crop.shape[0] > INPUT_SIZE else cv2.INTER_LINEAR
-    return cv2.resize(crop, (INPUT_SIZE, INPUT_SIZE), interpolation=interp)
+    interp = cv2.INTER_AREA if crop.shape[0] > out_size else cv2.INTER_LINEAR
+    return cv2.resize(crop, (out_size, out_size), interpolation=interp)
+
+
+def eye_roll_deg(keypoints: np.ndarray | None) -> float:
+    """The face's roll in degrees from BlazeFace keypoints (0: right eye, 1: left eye, as seen
+    in the image: the person's right eye is on the image's left); 0 without keypoints.
+    Positive: the eye line slopes down to the right of the image."""
+    if keypoints is None or len(keypoints) < 2:
+        return 0.0
+    (rx, ry), (lx, ly) = keypoints[0], keypoints[1]
+    return float(np.degrees(np.arctan2(ly - ry, lx - rx)))
+
+
+# Below this roll a crop is taken straight (rotating costs a resample and buys nothing).
+MIN_ALIGN_DEG = 15.0
+
+
+def crop_face_aligned(
+    gray: np.ndarray,
+    box: Sequence[float],
+    roll_deg: float,
+    scale: float = FACE_CROP_SCALE,
+    shift_y: float = FACE_CROP_SHIFT_Y,
+) -> np.ndarray:
+    """`crop_face` of a face turned upright first: the crop square is rotated by the face's
+    roll about the face box's centre, so the eyes lie level as in FER2013's faces. The crop
+    rule (side and centre shift, along the upright face) is the same."""
+    import cv2
+
+    if abs(roll_deg) < MIN_ALIGN_DEG:
+        return crop_face(gray, box, scale, shift_y)
+    x, y, w, h = (float(v) for v in box)
+    size = max(w, h)
+    side = size * scale
+    # An upright square of 1.5 sides holds the rotated crop: take it with crop_face's own
+    # area resampling at 1.5x the input size, then rotate within it (no aliasing when a big
+    # face shrinks to 48 px).
+    big = int(round(INPUT_SIZE * 1.5))
+    half = size * 0.75
+    outer = crop_face(
+        gray, (x + w / 2 - half, y + h / 2 - half, 2 * half, 2 * half), scale, 0.0, big
+    )
+    k = big / (side * 1.5)  # outer px per frame px
+    t = np.radians(roll_deg)
+    cos, sin = np.cos(t), np.sin(t)
+    # upright crop coords q -> outer coords p: p = c + R(t) (q - 24) * (side / 48) * k, with
+    # the crop's centre moved along the upright face by shift_y
+    c = np.array([big / 2.0, big / 2.0]) + k * shift_y * size * np.array([-sin, cos])
+    f = side * k / INPUT_SIZE
+    m = np.array([[cos * f, -sin * f, 0.0], [sin * f, cos * f, 0.0]])
+    m[:, 2] = c - m[:, :2] @ np.array([INPUT_SIZE / 2.0, INPUT_SIZE / 2.0])
+    return cv2.warpAffine(
+        outer,
+        m,
+        (INPUT_SIZE, INPUT_SIZE),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
 
 
 def to_float_input(faces: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ from emotion_edge.config.fields import setting
 from emotion_edge.errors import ConfigError
 
 SOURCE_KINDS = ("demo", "picamera2", "opencv", "video", "images")
-DETECTOR_KINDS = ("blazeface", "blazeface_full", "haar")
+DETECTOR_KINDS = ("auto", "blazeface", "blazeface_full", "haar")
 
 
 @dataclass
@@ -47,8 +47,11 @@ class SourceConfig:
 @dataclass
 class DetectorConfig:
     kind: str = setting(
-        "blazeface",
-        "face detector: blazeface (short range), blazeface_full (full range) or haar",
+        "auto",
+        "face detector: auto (BlazeFace short range on the whole frame, on tiles of it "
+        "upscaled and around faces already found: close-ups to the back of a room), blazeface "
+        "(short range, whole frame only: faces >= ~110 px at 640x480), blazeface_full (full "
+        "range) or haar",
         choices=DETECTOR_KINDS,
     )
     model_path: str = setting("", "BlazeFace .tflite; empty: the file shipped in the package")
@@ -56,8 +59,40 @@ class DetectorConfig:
     nms_iou: float = setting(
         0.3, "IoU above which overlapping detections merge", min=0, max=1, min_exclusive=True
     )
-    min_face_px: int = setting(24, "smallest face side in pixels", min=1)
+    min_face_px: int = setting(16, "smallest face side in pixels", min=1)
     num_threads: int = setting(1, "LiteRT threads for the detector", min=1, max=64)
+    far_min_face_px: float = setting(
+        24.0,
+        "auto: height of the smallest face the far tiles look for (they upscale the frame so "
+        "such a face is ~30 px to the net); smaller costs more tiles",
+        min=8.0,
+        max=200.0,
+    )
+    far_min_score: float = setting(
+        0.6,
+        "auto: lowest score kept from upscaled tiles and around small faces (upscaled "
+        "texture fools the net more often than a whole frame does)",
+        min=0,
+        max=1,
+        min_exclusive=True,
+    )
+    far_tile_px: int = setting(
+        192, "auto: side of one far tile in network input pixels", min=64, max=1024
+    )
+    scan_px_per_frame: int = setting(
+        73728,
+        "auto: network input pixels of far tiles run per detection (round-robin over the "
+        "frame; 73728 = two 192 px tiles); more finds new small faces sooner and costs more",
+        min=4096,
+        max=100_000_000,
+    )
+    roi_hold_runs: int = setting(
+        15,
+        "auto: detection runs a small face found once is looked for again around its last "
+        "box",
+        min=1,
+        max=1000,
+    )
 
 
 FLIP_AVERAGE_MODES = ("model", "on", "off")
@@ -100,7 +135,24 @@ class TrackingConfig:
         0.3, "min IoU to keep a face id across detections", min=0.01, max=1.0
     )
     max_missed: int = setting(
-        5, "detection runs a face may be missed before it disappears", min=0, max=1000
+        2,
+        "detection runs a face may be missed before it disappears (and hold_s must pass)",
+        min=0,
+        max=1000,
+    )
+    hold_s: float = setting(
+        1.0,
+        "seconds a face missed by the detector keeps its id (carried with detected false) "
+        "before it disappears: detection misses and short occlusions do not break a track",
+        min=0.0,
+        max=600.0,
+    )
+    max_jump: float = setting(
+        0.6,
+        "a face not matched by overlap is matched to a detection this many face sizes away "
+        "(more after misses)",
+        min=0.0,
+        max=10.0,
     )
     min_hits: int = setting(
         2,

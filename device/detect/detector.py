@@ -286,6 +286,13 @@ def make_detector(cfg: DetectorConfig) -> FaceDetector:
     ModelError."""
     if cfg.kind == "haar":
         return HaarDetector(cfg)
+    if cfg.kind == "auto":
+        from emotion_edge.detect.multiscale import MultiScaleDetector
+
+        if not cfg.model_path and not (MODELS_DIR / BLAZEFACE["blazeface"].filename).is_file():
+            log.warning("BlazeFace short-range model missing: detector auto falls back to Haar")
+            return HaarDetector(cfg)
+        return MultiScaleDetector(cfg)
     if cfg.kind not in BLAZEFACE:
         raise ConfigError(f"detector.kind: {cfg.kind!r} is not one of {', '.join(DETECTOR_KINDS)}")
     if not cfg.model_path:

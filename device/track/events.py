@@ -22,6 +22,7 @@ from typing import Literal
 
 import numpy as np
 from emotion_edge.config import TrackingConfig
+from emotion_edge.track.room import room_summary
 
 EVENT_SCHEMA = "emotion-edge/event/1"
 STATE_SCHEMA = "emotion-edge/state/1"
@@ -68,6 +69,10 @@ class EmotionEvent:
     model_version: str
     previous_emotion: str | None = None
     duration_s: float | None = None  # how long the face was tracked (disappeared only)
+    # disappeared only: the emotion that led the smoothed probabilities for the largest share
+    # of the face's tracked time, and that share
+    dominant_emotion: str | None = None
+    dominant_share: float | None = None
     snapshot_jpeg_b64: str | None = None  # only when [privacy] allow_snapshots = true
     event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     published_ts: float | None = None
@@ -98,6 +103,9 @@ class EmotionEvent:
         }
         if self.duration_s is not None:
             payload["duration_s"] = round(self.duration_s, 3)
+        if self.dominant_emotion is not None:
+            payload["dominant_emotion"] = self.dominant_emotion
+            payload["dominant_share"] = round(float(self.dominant_share or 0.0), 4)
         if self.snapshot_jpeg_b64 is not None:
             payload["snapshot_jpeg_b64"] = self.snapshot_jpeg_b64
         return payload
@@ -111,11 +119,22 @@ class FaceState:
     first_seen_ts: float
     announced: bool = False
     emotion: str | None = None  # the emotion last reported in an event
+    confidence: float = 0.0  # its smoothed probability when it was reported
     candidate: str | None = None  # a different emotion currently winning, not yet reported
     candidate_since: float = 0.0
     probs: np.ndarray | None = None
     box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     last_ts: float = 0.0
+    detected: bool = True  # found by the detector in the newest frame (else carried)
+    lead_s: dict[str, float] = field(default_factory=dict)  # seconds each label led
+
+    def dominant(self) -> tuple[str | None, float]:
+        """The label that led for the largest share of the tracked time, and that share."""
+        total = sum(self.lead_s.values())
+        if total <= 0:
+            return self.emotion, 1.0
+        lab = max(self.lead_s, key=self.lead_s.__getitem__)
+        return lab, self.lead_s[lab] / total
 
 
 @dataclass
@@ -126,6 +145,7 @@ class FaceObservation:
     box: tuple[float, float, float, float]
     hits: int
     probs: np.ndarray  # smoothed, sums to 1
+    detected: bool = True  # False: carried by the tracker through a detection miss
 
 
 class EventEngine:
@@ -151,14 +171,18 @@ class EventEngine:
         ts: float,
         previous: str | None = None,
         duration: float | None = None,
+        confidence: float | None = None,
     ) -> EmotionEvent:
         idx = self.labels.index(emotion)
+        dominant, share = st.dominant() if kind == "disappeared" else (None, None)
         return EmotionEvent(
             kind=kind,
             device_id=self.device_id,
             face_id=st.face_id,
             emotion=emotion,
-            confidence=float(probs[idx]),
+            confidence=float(probs[idx]) if confidence is None else confidence,
+            dominant_emotion=dominant,
+            dominant_share=share,
             top=top_k(probs, self.labels, self.cfg.top_k),
             box=st.box,
             frame_index=frame_index,
@@ -184,11 +208,17 @@ class EventEngine:
             st = self.faces.get(ob.face_id)
             if st is None:
                 st = self.faces[ob.face_id] = FaceState(ob.face_id, first_seen_ts=ts)
-            st.probs, st.box, st.last_ts = ob.probs, ob.box, ts
             best = self.labels[int(np.argmax(ob.probs))]
+            if st.probs is not None:
+                lead = self.labels[int(np.argmax(st.probs))]
+                st.lead_s[lead] = st.lead_s.get(lead, 0.0) + max(0.0, ts - st.last_ts)
+            st.probs, st.box, st.last_ts, st.detected = ob.probs, ob.box, ts, ob.detected
+            if not ob.detected:
+                continue  # carried, not seen: nothing new to judge
             if not st.announced:
                 if ob.hits >= cfg.min_hits:
                     st.announced, st.emotion = True, best
+                    st.confidence = float(ob.probs[self.labels.index(best)])
                     events.append(
                         self._event("appeared", st, ob.probs, best, frame_index, frame_size, ts)
                     )
@@ -205,6 +235,7 @@ class EventEngine:
                 st.candidate, st.candidate_since = best, ts
             if ts - st.candidate_since >= cfg.min_dwell_s:
                 prev, st.emotion, st.candidate = st.emotion, best, None
+                st.confidence = p_best
                 events.append(
                     self._event(
                         "changed", st, ob.probs, best, frame_index, frame_size, ts, previous=prev
@@ -214,8 +245,10 @@ class EventEngine:
             st = self.faces.pop(fid, None)
             if st is None or not st.announced or st.probs is None:
                 continue
-            # the box and probabilities are the face's last known ones; the time and frame
-            # are those at which it was declared gone
+            # emotion and confidence: the last announced (stable) emotion and its confidence
+            # when announced; top: the last smoothed probabilities; dominant_*: over its life.
+            # The box is the face's last known one; time and frame are those at which it was
+            # declared gone.
             events.append(
                 self._event(
                     "disappeared",
@@ -226,6 +259,7 @@ class EventEngine:
                     frame_size,
                     ts,
                     duration=st.last_ts - st.first_seen_ts,
+                    confidence=st.confidence,
                 )
             )
         return events
@@ -244,20 +278,35 @@ class EventEngine:
                     "confidence": round(float(st.probs[idx]), 4),
                     "top": top_k(st.probs, self.labels, self.cfg.top_k),
                     "box": box_dict(st.box),
+                    "detected": st.detected,
                     "first_seen_at": iso_utc(st.first_seen_ts),
                     "tracked_s": round(st.last_ts - st.first_seen_ts, 3),
                 }
             )
         return out
 
+    def room(self) -> dict:
+        """The room object of the state payload, over the announced faces in view."""
+        probs = [
+            st.probs
+            for st in sorted(self.faces.values(), key=lambda s: s.face_id)
+            if st.announced and st.probs is not None
+        ]
+        return room_summary(probs, self.labels)
+
 
 def state_payload(
-    device_id: str, model_version: str, faces: list[dict], frame_index: int, ts: float | None = None
+    device_id: str,
+    model_version: str,
+    faces: list[dict],
+    frame_index: int,
+    ts: float | None = None,
+    room: dict | None = None,
 ) -> dict:
     """Retained snapshot of the faces on screen now.
 
     `dominant_emotion` is the emotion of the largest face (the one nearest the camera), or
-    null with no face; Home Assistant's sensors read it and `face_count`.
+    null with no face; `room` (track/room.py) sums up every face in view.
     """
     ts = time.time() if ts is None else ts
     dominant = None
@@ -273,5 +322,6 @@ def state_payload(
         "frame_index": int(frame_index),
         "face_count": len(faces),
         "dominant_emotion": dominant,
+        "room": room if room is not None else room_summary([], ()),
         "faces": faces,
     }

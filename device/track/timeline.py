@@ -50,6 +50,7 @@ def timeline_payload(
                 "probs": {lab: round(float(p), 4) for lab, p in zip(labels, probs, strict=True)},
                 "emotion": labels[best],
                 "confidence": round(float(probs[best]), 4),
+                "detected": bool(getattr(f, "detected", True)),
             }
         )
     payload = {

@@ -1,9 +1,13 @@
 """IoU tracker: stable face ids across frames.
 
-Detections are matched to tracks greedily by IoU (highest first). A track that goes
-unmatched on `max_missed` consecutive detection runs is dropped. Between detection runs (when
-the pipeline detects only every Nth frame to stay within budget) `predict()` moves each box by
-its smoothed velocity, so the classifier crops roughly where the face went.
+Detections are matched to tracks greedily by IoU (highest first); a detection and a track left
+over are still matched when their centres are close for their size (a small face moving a
+few pixels, or one found again after a miss, has little IoU with its old box). A track that
+goes unmatched is held, `detected` false, until it has been missed on more than `max_missed`
+detection runs and for longer than `hold_s` seconds: a face keeps its id through detection
+misses and short occlusions. Between detection runs (when the pipeline detects only every Nth
+frame to stay within budget) `predict()` moves each box by its smoothed velocity, so the
+classifier crops roughly where the face went.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class Track:
     velocity: tuple[float, float] = (0.0, 0.0)  # px per frame of the box centre
     frames_since_detect: int = 0
     detected_box: Box | None = None  # box of the last matched detection (predict() moves .box)
+    last_seen_ts: float | None = None  # capture time of the last matched detection
 
     def __post_init__(self) -> None:
         if self.detected_box is None:
@@ -66,8 +71,10 @@ class IouTracker:
         self,
         boxes: Sequence[Box],
         scores: Sequence[float] | None = None,
+        ts: float | None = None,
     ) -> tuple[list[Track], list[int]]:
-        """Match one detection run; return (live tracks, ids of tracks dropped now)."""
+        """Match one detection run at capture time `ts` (None: hold by runs only); return
+        (live tracks, ids of tracks dropped now)."""
         scores = list(scores) if scores is not None else [1.0] * len(boxes)
         boxes = [tuple(float(v) for v in b) for b in boxes]
         matched_t: set[int] = set()
@@ -82,25 +89,59 @@ class IouTracker:
                     continue
                 matched_t.add(ti)
                 matched_d.add(di)
-                self._match(self.tracks[ti], boxes[di], scores[di])
+                self._match(self.tracks[ti], boxes[di], scores[di], ts)
+            for ti, di in self._near_pairs(boxes, matched_t, matched_d):
+                matched_t.add(ti)
+                matched_d.add(di)
+                self._match(self.tracks[ti], boxes[di], scores[di], ts)
         removed: list[int] = []
         kept: list[Track] = []
         for ti, t in enumerate(self.tracks):
             if ti not in matched_t:
                 t.missed += 1
                 t.frames_since_detect = 0
-                if t.missed > self.cfg.max_missed:
+                held = ts is not None and t.last_seen_ts is not None
+                if t.missed > self.cfg.max_missed and (
+                    not held or ts - t.last_seen_ts > self.cfg.hold_s
+                ):
                     removed.append(t.track_id)
                     continue
             kept.append(t)
         for di, b in enumerate(boxes):
             if di not in matched_d:
-                kept.append(Track(self._next_id, b, float(scores[di])))
+                kept.append(Track(self._next_id, b, float(scores[di]), last_seen_ts=ts))
                 self._next_id += 1
         self.tracks = kept
         return list(self.tracks), removed
 
-    def _match(self, t: Track, box: Box, score: float) -> None:
+    def _near_pairs(
+        self, boxes: list[Box], matched_t: set[int], matched_d: set[int]
+    ) -> list[tuple[int, int]]:
+        """Unmatched (track, detection) pairs whose centres lie within `max_jump` face sizes
+        (more after misses: the face moved while unseen) and whose sizes differ by less than
+        1.6x; closest first."""
+        cands = []
+        for ti, t in enumerate(self.tracks):
+            if ti in matched_t:
+                continue
+            tx, ty, tw, th = t.box
+            size = max(tw, th)
+            reach = self.cfg.max_jump * size * (1.0 + 0.5 * min(t.missed, 4))
+            for di, (x, y, w, h) in enumerate(boxes):
+                if di in matched_d or not (1 / 1.6 <= max(w, h) / max(size, 1e-6) <= 1.6):
+                    continue
+                d = float(np.hypot(x + w / 2 - tx - tw / 2, y + h / 2 - ty - th / 2))
+                if d <= reach:
+                    cands.append((d, ti, di))
+        out, used_t, used_d = [], set(), set()
+        for _, ti, di in sorted(cands):
+            if ti not in used_t and di not in used_d:
+                used_t.add(ti)
+                used_d.add(di)
+                out.append((ti, di))
+        return out
+
+    def _match(self, t: Track, box: Box, score: float, ts: float | None = None) -> None:
         steps = max(1, t.frames_since_detect + 1)
         last = t.detected_box
         ocx, ocy = last[0] + last[2] / 2, last[1] + last[3] / 2
@@ -116,6 +157,7 @@ class IouTracker:
         t.hits += 1
         t.missed = 0
         t.frames_since_detect = 0
+        t.last_seen_ts = ts
 
     def predict(self) -> list[Track]:
         """Advance visible tracks one frame without a detection run."""

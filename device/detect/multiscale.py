@@ -1,0 +1,357 @@
+"""Room-scale face detection: BlazeFace short-range run on several views of the frame.
+
+BlazeFace short-range finds a face when the face is about 28-128 px tall in the network's
+input, whatever the input's size (the net is fully convolutional: LiteRT resizes its input, and
+its anchors follow the grid). Letterboxed into 128x128, a 640x480 frame shows its faces at a
+fifth of their size, so faces under ~110 px are missed. `MultiScaleDetector` (detector kind
+"auto") therefore looks at each frame through views that bring every face size into that band:
+
+- near: the whole frame letterboxed to 128x128, every frame (close-ups, faces >= ~110 px);
+- far: tiles of the frame upscaled by `far_scale` (24 px faces become ~30 px), and one mid view
+  at half scale for the faces between; a few tiles each frame, round-robin (`scan_px`), on a
+  grid shifted by half a tile every other cycle, so a face cut by a tile edge is whole in the
+  next cycle;
+- roi: each face found in the last `hold_frames` detection runs and too small for the near view
+  is looked for again in a square around it (one 128x128 call), so a small face, once found,
+  is detected in every frame rather than once a scan cycle.
+
+Detections from all views are fused by score-ordered suppression (IoU, or one box mostly inside
+another). `scan_all()` runs every view at once: photos, where time matters less than recall.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from emotion_edge.config import DetectorConfig
+from emotion_edge.detect.detector import BLAZEFACE, BlazeFaceDetector, Detection
+from emotion_edge.errors import ModelError
+
+# Face heights (in network input pixels) that short-range BlazeFace finds reliably; measured on
+# FER2013 faces pasted at known sizes (docs/benchmarks.md, "Detection scale").
+NET_MIN_FACE = 28.0
+NET_MAX_FACE = 112.0
+GRID = 16  # the coarsest stride: input sides are padded to a multiple of it
+
+
+@dataclass(frozen=True)
+class View:
+    """A region of the frame (x0, y0, x1, y1 in frame px; may reach past the frame, padded
+    black) shown to the net at `scale` input px per frame px."""
+
+    kind: str  # near | mid | far | roi
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    scale: float
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        w = math.ceil((self.x1 - self.x0) * self.scale / GRID) * GRID
+        h = math.ceil((self.y1 - self.y0) * self.scale / GRID) * GRID
+        return max(GRID, w), max(GRID, h)
+
+    @property
+    def pixels(self) -> int:
+        w, h = self.input_size
+        return w * h
+
+
+def grid_anchors(w: int, h: int) -> np.ndarray:
+    """(N, 2) anchor centres in input pixels for a w x h input, in the model's output order:
+    the stride-8 grid with 2 anchors per cell, then the stride-16 grid with 6."""
+    out = []
+    for stride, n in ((8, 2), (16, 6)):
+        gw, gh = w // stride, h // stride
+        ys, xs = np.meshgrid(np.arange(gh), np.arange(gw), indexing="ij")
+        c = np.stack([(xs.ravel() + 0.5) * stride, (ys.ravel() + 0.5) * stride], 1)
+        out.append(np.repeat(c, n, axis=0))
+    return np.concatenate(out).astype(np.float32)
+
+
+def fuse(dets: list[Detection], iou_thr: float, inside_thr: float = 0.6) -> list[Detection]:
+    """Score-ordered suppression across views: a box overlapping a kept one by IoU > iou_thr,
+    or lying mostly (> inside_thr of its area) inside it or around it, is the same face."""
+    kept: list[Detection] = []
+    for d in sorted(dets, key=lambda d: -d.score):
+        x, y, w, h = d.box
+        same = False
+        for k in kept:
+            kx, ky, kw, kh = k.box
+            ix = max(0.0, min(x + w, kx + kw) - max(x, kx))
+            iy = max(0.0, min(y + h, ky + kh) - max(y, ky))
+            inter = ix * iy
+            small = min(w * h, kw * kh)
+            union = w * h + kw * kh - inter
+            if (union > 0 and inter / union > iou_thr) or (
+                small > 0 and inter / small > inside_thr
+            ):
+                same = True
+                break
+        if not same:
+            kept.append(d)
+    return kept
+
+
+class BlazeFaceViews:
+    """Runs short-range BlazeFace on views of any size: one interpreter per input shape."""
+
+    def __init__(self, model_path: Path, cfg: DetectorConfig) -> None:
+        self.model_path = model_path
+        self.cfg = cfg
+        self._interps: dict[tuple[int, int], tuple[object, int, int, int, np.ndarray]] = {}
+
+    def _interp(self, w: int, h: int):
+        key = (w, h)
+        got = self._interps.get(key)
+        if got is None:
+            from emotion_edge.classify.litert import make_interpreter
+
+            it = make_interpreter(model_path=str(self.model_path), num_threads=self.cfg.num_threads)
+            inp = it.get_input_details()[0]["index"]
+            it.resize_tensor_input(inp, [1, h, w, 3])
+            it.allocate_tensors()
+            outs = sorted(it.get_output_details(), key=lambda d: -int(d["shape"][-1]))
+            anchors = grid_anchors(w, h)
+            n_out = int(it.get_tensor(outs[0]["index"]).shape[1])
+            if n_out != len(anchors):
+                raise ModelError(
+                    f"{self.model_path}: {n_out} boxes for {w}x{h}, not {len(anchors)}"
+                )
+            got = self._interps[key] = (it, inp, outs[0]["index"], outs[1]["index"], anchors)
+        return got
+
+    def run(self, gray: np.ndarray, view: View) -> list[Detection]:
+        import cv2
+
+        w_in, h_in = view.input_size
+        it, inp, reg, cls, anchors = self._interp(w_in, h_in)
+        fh, fw = gray.shape[:2]
+        # the part of the view inside the frame, and where it lands in the input
+        sx0, sy0 = max(0, int(round(view.x0))), max(0, int(round(view.y0)))
+        sx1, sy1 = min(fw, int(round(view.x1))), min(fh, int(round(view.y1)))
+        buf = np.full((1, h_in, w_in, 3), -1.0, np.float32)  # black outside the frame
+        dx0 = min(w_in, max(0, int(round((sx0 - view.x0) * view.scale))))
+        dy0 = min(h_in, max(0, int(round((sy0 - view.y0) * view.scale))))
+        dw = min(w_in - dx0, int(round((sx1 - sx0) * view.scale)))
+        dh = min(h_in - dy0, int(round((sy1 - sy0) * view.scale)))
+        if sx1 > sx0 and sy1 > sy0 and dw > 0 and dh > 0:
+            interp = cv2.INTER_AREA if view.scale < 1 else cv2.INTER_LINEAR
+            small = cv2.resize(gray[sy0:sy1, sx0:sx1], (dw, dh), interpolation=interp)
+            buf[0, dy0 : dy0 + dh, dx0 : dx0 + dw, :] = (
+                small.astype(np.float32) * (2.0 / 255.0) - 1.0
+            )[..., None]
+        it.set_tensor(inp, buf)
+        it.invoke()
+        raw = it.get_tensor(reg)[0]
+        logits = it.get_tensor(cls)[0, :, 0]
+        scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -80.0, 80.0)))
+        keep = np.nonzero(scores >= self.cfg.far_min_score)[0]
+        if keep.size == 0:
+            return []
+        a, r = anchors[keep], raw[keep]
+        cx, cy = r[:, 0] + a[:, 0], r[:, 1] + a[:, 1]
+        boxes = np.stack(
+            [cx - r[:, 2] / 2, cy - r[:, 3] / 2, cx + r[:, 2] / 2, cy + r[:, 3] / 2], 1
+        )
+        kps = r[:, 4:16].reshape(-1, 6, 2) + a[:, None, :]
+        from emotion_edge.detect.detector import weighted_nms
+
+        out = []
+        for box, score, kp in weighted_nms(boxes, scores[keep], kps, self.cfg.nms_iou):
+            x1, y1, x2, y2 = (float(v) for v in box)
+            # a face cut by a tile edge inside the frame is left to the shifted grid
+            if view.kind == "far" and self._cut(x1, y1, x2, y2, view, w_in, h_in, fw, fh):
+                continue
+            fx1, fy1 = x1 / view.scale + view.x0, y1 / view.scale + view.y0
+            fx2, fy2 = x2 / view.scale + view.x0, y2 / view.scale + view.y0
+            fx1, fy1 = max(0.0, fx1), max(0.0, fy1)
+            fx2, fy2 = min(float(fw), fx2), min(float(fh), fy2)
+            bw, bh = fx2 - fx1, fy2 - fy1
+            if min(bw, bh) < self.cfg.min_face_px:
+                continue
+            kp_f = (kp / view.scale + (view.x0, view.y0)).astype(np.float32)
+            out.append(Detection((fx1, fy1, bw, bh), float(score), kp_f))
+        return out
+
+    @staticmethod
+    def _cut(x1, y1, x2, y2, view: View, w_in, h_in, fw, fh, margin: float = 2.0) -> bool:
+        """Whether a box touches an edge of the view that is not an edge of the frame."""
+        vx1 = view.x0 + w_in / view.scale
+        vy1 = view.y0 + h_in / view.scale
+        return (
+            (x1 <= margin and view.x0 > 0)
+            or (y1 <= margin and view.y0 > 0)
+            or (x2 >= w_in - margin and vx1 < fw)
+            or (y2 >= h_in - margin and vy1 < fh)
+        )
+
+
+def tile_views(fw: int, fh: int, scale: float, tile: int, shift: tuple[bool, bool]) -> list[View]:
+    """Tiles of about `tile` x `tile` input px covering the frame at `scale`, sized to fit the
+    frame exactly; `shift` moves the grid by half a tile in x and/or y (one more tile in that
+    direction), so the edges of one grid run through the middle of another's tiles."""
+    out = []
+    nx = max(1, round(fw * scale / tile))
+    ny = max(1, round(fh * scale / tile))
+    sw, sh = fw / nx, fh / ny
+    ox, oy = (sw / 2 if shift[0] else 0.0), (sh / 2 if shift[1] else 0.0)
+    for j in range(ny + (1 if shift[1] else 0)):
+        for i in range(nx + (1 if shift[0] else 0)):
+            x0, y0 = i * sw - ox, j * sh - oy
+            out.append(View("far", x0, y0, x0 + sw, y0 + sh, scale))
+    return out
+
+
+# Grid offsets a scan cycle goes through: any face under half a tile is whole in one of them.
+SHIFTS = ((False, False), (True, True), (True, False), (False, True))
+LEVEL_STEP = 2.5  # scale ratio between levels: each covers NET_MIN..NET_MAX_FACE with overlap
+
+
+def scan_plan(fw: int, fh: int, far_scale: float, tile: int, cycle: int) -> list[View]:
+    """The far and mid views of scan cycle `cycle`, for a fw x fh frame.
+
+    Levels go down from `far_scale` by LEVEL_STEP until the near view (the whole frame in
+    128 px) covers the rest; the far level is tiled, on the grid offset of this cycle."""
+    near_scale = 128.0 / max(fw, fh)
+    views: list[View] = []
+    scale = far_scale
+    first = True
+    while scale > near_scale * 1.5:
+        if max(fw, fh) * scale <= tile * 1.75:  # small enough for one view
+            views.append(View("far" if first else "mid", 0.0, 0.0, float(fw), float(fh), scale))
+        else:
+            views.extend(tile_views(fw, fh, scale, tile, SHIFTS[cycle % len(SHIFTS)]))
+        first = False
+        scale /= LEVEL_STEP
+    return views
+
+
+class MultiScaleDetector:
+    """Detector kind "auto": near + round-robin far/mid tiles + roi re-detection (see above)."""
+
+    def __init__(self, cfg: DetectorConfig) -> None:
+        near_cfg = DetectorConfig(**{**cfg.__dict__, "kind": "blazeface"})
+        self.near = BlazeFaceDetector(near_cfg)  # loads and checks the pinned model file
+        self.cfg = cfg
+        self.name = "auto"
+        self.views = BlazeFaceViews(self.near.model_path, near_cfg)
+        self.far_scale = cfg.far_min_face_px and 30.0 / cfg.far_min_face_px
+        self.tile = cfg.far_tile_px
+        self.scan_px = cfg.scan_px_per_frame
+        self.hold_frames = cfg.roi_hold_runs
+        self._plan: list[View] = []
+        self._plan_key: tuple[int, int] | None = None
+        self._cycle = 0
+        self._next = 0
+        self._memory: list[tuple[Detection, int]] = []  # (last detection, runs since seen)
+        self.passes: Counter[str] = Counter()  # views run, by kind (stats)
+        self.last_passes: list[str] = []
+        self.last_ms: dict[str, float] = {}
+
+    @staticmethod
+    def near_covers(box, fw: int, fh: int) -> bool:
+        """Whether the near view (whole frame in 128 px) sees a face this big reliably."""
+        return box[3] * 128.0 / max(fw, fh) >= NET_MIN_FACE * 1.15
+
+    def _far_views(self, fw: int, fh: int) -> list[View]:
+        if self._plan_key != (fw, fh) or self._next >= len(self._plan):
+            if self._plan_key == (fw, fh):
+                self._cycle += 1
+            self._plan = scan_plan(fw, fh, self.far_scale, self.tile, self._cycle)
+            self._plan_key = (fw, fh)
+            self._next = 0
+        out: list[View] = []
+        used = 0
+        while self._next < len(self._plan):
+            v = self._plan[self._next]
+            if out and used + v.pixels > self.scan_px:
+                break
+            out.append(v)
+            used += v.pixels
+            self._next += 1
+        return out
+
+    def _roi_views(self, near: list[Detection], fw: int, fh: int) -> list[View]:
+        views = []
+        for d, _age in self._memory:
+            x, y, w, h = d.box
+            if self.near_covers(d.box, fw, fh):
+                continue
+            cx, cy = x + w / 2, y + h / 2
+            if any(
+                abs(cx - (n.box[0] + n.box[2] / 2)) < w and abs(cy - (n.box[1] + n.box[3] / 2)) < h
+                for n in near
+            ):
+                continue
+            side = max(w, h) * 2.5  # the face at ~51 px of 128, room to move
+            views.append(
+                View(
+                    "roi", cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2, 128.0 / side
+                )
+            )
+        return views
+
+    def detect(self, gray: np.ndarray) -> list[Detection]:
+        """One frame of the video schedule: near + roi + the next far tiles."""
+        if gray.ndim != 2 or gray.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 grayscale image, got {gray.dtype} {gray.shape}")
+        fh, fw = gray.shape[:2]
+        t0 = time.perf_counter()
+        near = self.near.detect(gray)
+        t1 = time.perf_counter()
+        dets = list(near)
+        views = self._roi_views(near, fw, fh) + self._far_views(fw, fh)
+        timing = {"near": (t1 - t0) * 1e3}
+        kinds = ["near"]
+        for v in views:
+            tv = time.perf_counter()
+            dets.extend(self.views.run(gray, v))
+            timing[v.kind] = timing.get(v.kind, 0.0) + (time.perf_counter() - tv) * 1e3
+            kinds.append(v.kind)
+        fused = fuse(dets, self.cfg.nms_iou)
+        self._remember(fused)
+        self.passes.update(kinds)
+        self.last_passes = kinds
+        self.last_ms = timing
+        return fused
+
+    def scan_all(self, gray: np.ndarray) -> list[Detection]:
+        """Every view at once, both tile grids (photos)."""
+        fh, fw = gray.shape[:2]
+        dets = list(self.near.detect(gray))
+        for cycle in range(len(SHIFTS)):
+            for v in scan_plan(fw, fh, self.far_scale, self.tile, cycle):
+                dets.extend(self.views.run(gray, v))
+        return fuse(dets, self.cfg.nms_iou)
+
+    def _remember(self, found: list[Detection]) -> None:
+        kept = [(d, 0) for d in found]
+        for d, age in self._memory:
+            if age + 1 >= self.hold_frames:
+                continue
+            if any(_overlap(d.box, k.box) for k, _ in kept):
+                continue
+            kept.append((d, age + 1))
+        self._memory = kept
+
+    def reset(self) -> None:
+        self._memory = []
+
+
+def _overlap(a, b) -> bool:
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    return ix * iy > 0
+
+
+def blazeface_model_path() -> Path:
+    from emotion_edge.models import MODELS_DIR
+
+    return MODELS_DIR / BLAZEFACE["blazeface"].filename
