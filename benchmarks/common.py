@@ -31,6 +31,11 @@ def default_model() -> Path:
     return REPO / "device" / "models" / "emotion_int8.tflite"
 
 
+def default_single_model() -> Path:
+    """The shipped one-net int8 model ([classifier] model = "auto" falls back to it)."""
+    return REPO / "device" / "models" / "emotion_int8_single.tflite"
+
+
 def time_calls(fn: Callable[[], object], runs: int, warmup: int = 10) -> dict:
     """Latency statistics (ms) of `runs` calls of fn after `warmup` untimed calls."""
     for _ in range(warmup):

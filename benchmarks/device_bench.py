@@ -17,6 +17,7 @@ import numpy as np
 from benchmarks.common import (
     SAMPLE_VIDEO,
     default_model,
+    default_single_model,
     log,
     machine_info,
     time_calls,
@@ -44,10 +45,12 @@ def classifier_speed(
     batch_sizes: tuple[int, ...],
     peer: Path | None,
     warmup: int = 10,
+    single: Path | None = None,
 ) -> dict:
     """Per-face latency of our classifier (`EmotionClassifier.predict_faces`: quantize,
-    invoke, dequantize) and of the peer (resize to 64x64, scale, invoke), timed interleaved
-    in the same process; plus invoke-only figures and our batch throughput."""
+    invoke, dequantize), of the single-net file `[classifier] model = "auto"` falls back to,
+    and of the peer (resize to 64x64, scale, invoke), timed interleaved in the same process;
+    plus invoke-only figures and batch throughput (ours and the single net)."""
     from emotion_edge.classify.classifier import EmotionClassifier
 
     out: dict = {
@@ -59,6 +62,14 @@ def classifier_speed(
         "peer_per_face_invoke_only": [],
         "ratio_peer_over_ours": [],
     }
+    if single is not None:
+        out |= {
+            "single_model": str(single),
+            "single_per_face": [],
+            "single_per_face_invoke_only": [],
+            "single_batch": [],
+            "ratio_single_over_ours": [],
+        }
     face = _faces(1)
     for t in threads:
         clf = EmotionClassifier(model, num_threads=t, max_batch=max(batch_sizes))
@@ -67,6 +78,14 @@ def classifier_speed(
             "ours": lambda c=clf: c.predict_faces(face),
             "ours_invoke": _invoke_only(clf._interpreter(1)),
         }
+        sclf = None
+        if single is not None:
+            sclf = EmotionClassifier(single, num_threads=t, max_batch=max(batch_sizes))
+            sclf.predict_faces(face)
+            fns |= {
+                "single": lambda c=sclf: c.predict_faces(face),
+                "single_invoke": _invoke_only(sclf._interpreter(1)),
+            }
         if peer is not None:
             from benchmarks.peer import PeerClassifier
 
@@ -81,6 +100,16 @@ def classifier_speed(
         out["per_face"].append({"threads": t, **r})
         out["per_face_invoke_only"].append({"threads": t, **res["ours_invoke"]})
         log(f"classifier {t} thread(s): median {r['median_ms']:.3f} ms/face")
+        if sclf is not None:
+            rs = res["single"]
+            out["single_per_face"].append({"threads": t, **rs})
+            out["single_per_face_invoke_only"].append({"threads": t, **res["single_invoke"]})
+            sratio = rs["median_ms"] / r["median_ms"]
+            out["ratio_single_over_ours"].append({"threads": t, "ratio": round(sratio, 2)})
+            log(
+                f"single net {t} thread(s): median {rs['median_ms']:.3f} ms/face "
+                f"(x{sratio:.2f} ours)"
+            )
         if peer is not None:
             rp = res["peer"]
             out["peer_per_face"].append({"threads": t, **rp})
@@ -88,21 +117,24 @@ def classifier_speed(
             ratio = rp["median_ms"] / r["median_ms"]
             out["ratio_peer_over_ours"].append({"threads": t, "ratio": round(ratio, 2)})
             log(f"peer {t} thread(s): median {rp['median_ms']:.3f} ms/face (x{ratio:.2f} ours)")
-        for b in batch_sizes:
-            faces = _faces(b, seed=b)
-            rb = time_calls(
-                lambda c=clf, f=faces: c.predict_faces(f),
-                max(5, runs // max(1, b // 2)),
-                min(3, warmup),
-            )
-            out["batch"].append(
-                {
-                    "threads": t,
-                    "batch": b,
-                    **rb,
-                    "faces_per_s": round(1000.0 * b / rb["median_ms"], 1),
-                }
-            )
+        for key, c in (("batch", clf), ("single_batch", sclf)):
+            if c is None:
+                continue
+            for b in batch_sizes:
+                faces = _faces(b, seed=b)
+                rb = time_calls(
+                    lambda c=c, f=faces: c.predict_faces(f),
+                    max(5, runs // max(1, b // 2)),
+                    min(3, warmup),
+                )
+                out[key].append(
+                    {
+                        "threads": t,
+                        "batch": b,
+                        **rb,
+                        "faces_per_s": round(1000.0 * b / rb["median_ms"], 1),
+                    }
+                )
     return out
 
 
@@ -173,8 +205,9 @@ def run(args) -> dict:
     batch_sizes = tuple(int(b) for b in args.batch_sizes.split(","))
     peer = Path(args.peer) if args.peer else None
     result: dict = {"machine": machine_info(), "quick": args.quick}
+    single = Path(args.single_model) if args.single_model else None
     result["classifier"] = classifier_speed(
-        model, threads, args.runs, batch_sizes, peer, args.warmup
+        model, threads, args.runs, batch_sizes, peer, args.warmup, single
     )
     kinds = tuple(k for k in args.detectors.split(",") if k)
     if kinds:
@@ -183,6 +216,7 @@ def run(args) -> dict:
     result["model_sizes_bytes"] = model_sizes(
         {
             "emotion_int8": model,
+            "emotion_int8_single": single,
             "peer_fer_tflite": peer,
             "blazeface_short": models_dir / "face_detection_short_range.tflite",
             "blazeface_full_sparse": models_dir / "face_detection_full_range_sparse.tflite",
@@ -202,6 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         default=str(default_model()),
         help="int8 emotion .tflite (with its .json sidecar); default: the shipped model",
+    )
+    single = default_single_model()
+    p.add_argument(
+        "--single-model",
+        default=str(single) if single.is_file() else "",
+        help="the one-net int8 .tflite timed beside --model ([classifier] model = auto's "
+        "fallback); default: the shipped one; empty: skip",
     )
     p.add_argument(
         "--peer",

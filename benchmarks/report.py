@@ -177,6 +177,8 @@ def speed(sp: dict | None) -> list[str]:
     ratio = {r["threads"]: r["ratio"] for r in c.get("ratio_peer_over_ours", [])}
     inv = {r["threads"]: r for r in c.get("per_face_invoke_only", [])}
     peer_inv = {r["threads"]: r for r in c.get("peer_per_face_invoke_only", [])}
+    single = {p["threads"]: p for p in c.get("single_per_face", [])}
+    single_inv = {r["threads"]: r for r in c.get("single_per_face_invoke_only", [])}
     ms = lambda r, k: _f((r or {}).get(k), "{:.3f}")  # noqa: E731
     for r in c["per_face"]:
         t = r["threads"]
@@ -191,6 +193,24 @@ def speed(sp: dict | None) -> list[str]:
                 "-",
             ]
         )
+        if t in single:  # the one-net file [classifier] model = "auto" falls back to
+            sr = single[t]
+            rows.append(
+                [
+                    "int8 single net (ours, auto's fallback)",
+                    str(t),
+                    ms(sr, "median_ms"),
+                    ms(sr, "p90_ms"),
+                    ms(sr, "p99_ms"),
+                    ms(single_inv.get(t), "median_ms"),
+                    _f(
+                        peer[t]["median_ms"] / sr["median_ms"]
+                        if t in peer and sr.get("median_ms")
+                        else None,
+                        "x{:.2f}",
+                    ),
+                ]
+            )
         if t in peer:
             p = peer[t]
             rows.append(
@@ -208,7 +228,9 @@ def speed(sp: dict | None) -> list[str]:
         "Classifier latency per face (one face per call with its preprocessing: ours quantizes "
         "the 48x48 crop, the peer resizes it to 64x64 and scales it; both timed interleaved in "
         f"one process, {c['per_face'][0]['n']} calls each). Invoke only = the interpreter "
-        "call alone.",
+        'call alone. The single net is the one-net file `[classifier] model = "auto"` '
+        "runs when the two-net file would break the frame budget or the CPU lacks int8 "
+        "dot products; its last column is peer / single net.",
         "",
     ]
     out += _table(

@@ -342,3 +342,20 @@ def test_cpu_isa_lists_the_running_arch_flags_only(tmp_path, monkeypatch):
     assert common.cpu_isa() == []
     rows = "\n".join(report.machine({"machine": {"cpu_isa": ["avx2"]}}, None))
     assert "| SIMD features for int8 | avx2 |" in rows
+
+
+def test_speed_times_the_single_net_beside_the_pair_and_renders_it():
+    """The speed section times auto's one-net fallback interleaved with the pair."""
+    from benchmarks import device_bench, report
+
+    single = SHIPPED.with_name("emotion_int8_single.tflite")
+    if not (SHIPPED.is_file() and single.is_file()):
+        pytest.skip("the shipped pair and single-net models are not both installed")
+    c = device_bench.classifier_speed(SHIPPED, (1,), 30, (1, 2), None, 2, single)
+    assert c["single_model"] == str(single)
+    assert c["single_per_face"][0]["median_ms"] > 0
+    assert [b["batch"] for b in c["single_batch"]] == [1, 2]
+    ratio = c["ratio_single_over_ours"][0]["ratio"]
+    assert ratio == round(c["single_per_face"][0]["median_ms"] / c["per_face"][0]["median_ms"], 2)
+    text = "\n".join(report.speed({"classifier": c}))
+    assert "| int8 single net (ours, auto's fallback) | 1 |" in text
