@@ -167,8 +167,8 @@ def _read_csv(p: Path) -> dict:
             rows = list(csv.reader(f))
     except UnicodeDecodeError as exc:
         raise StudyFileError(f"{p}: not UTF-8 text ({exc})") from None
-    for n, rec in enumerate(rows, 1):
-        rec = [x.strip() for x in rec]
+    for n, raw_rec in enumerate(rows, 1):
+        rec = [x.strip() for x in raw_rec]
         if not rec or not "".join(rec) or rec[0].startswith("#"):
             continue
         key, vals = rec[0].lower(), rec[1:]
@@ -178,7 +178,7 @@ def _read_csv(p: Path) -> dict:
         if key in scalar:
             raw[scalar[key]] = vals[0]
         elif key in text_keys:
-            raw[key] = ",".join(vals)  # commas in a consent text need no quoting
+            raw[key] = ",".join(raw_rec[1:]).strip()  # commas in a text need no quoting
         elif key == "group":
             raw["groups"].append(vals[0])
         elif key == "metadata":
