@@ -48,25 +48,37 @@ class CostModel:
         return self.overhead_ms + n_faces * self.per_face_ms if n_faces else 0.0
 
 
-def measure_cost(classifier, repeats: int = 5, seed: int = 0) -> CostModel:
-    """Time the classifier on 1 .. max_batch (at most 8) noise faces, as the pipeline calls it:
-    a least-squares line through the medians gives the per-call overhead and the per-face cost.
-    Every batch size's interpreter is allocated here, so no later frame pays for that."""
-    size = classifier.meta.input_size
-    top = max(2, min(8, classifier.max_batch))
+def measure_costs(models: dict, repeats: int = 7, seed: int = 0) -> dict[str, CostModel]:
+    """Time every model on 1 .. max_batch (at most 8) noise faces, as the pipeline calls them,
+    the models interleaved call by call so a busy CPU slows them alike; the fastest of
+    `repeats` calls per size (the model's own cost, not a neighbour's time slice), then a
+    least-squares line gives the per-call overhead and the per-face cost. Every batch size's
+    interpreter is allocated here, so no later frame pays for that."""
+    first = next(iter(models.values()))
+    size = first.meta.input_size
+    top = max(2, min(8, *(m.max_batch for m in models.values())))
     faces = np.random.default_rng(seed).integers(0, 256, (top, size, size), dtype=np.uint8)
     ns = np.arange(1, top + 1)
-    medians = []
+    best = {name: np.full(top, np.inf) for name in models}
     for n in ns:
-        classifier.predict_faces(faces[:n])  # allocates the interpreter for this batch size
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            classifier.predict_faces(faces[:n])
-            times.append((time.perf_counter() - t0) * 1000.0)
-        medians.append(float(np.median(times)))
-    slope, intercept = np.polyfit(ns, np.array(medians), 1)
-    return CostModel(max(0.0, float(intercept)), max(1e-3, float(slope)))
+        for m in models.values():
+            m.predict_faces(faces[:n])  # allocates the interpreter for this batch size
+    for _ in range(repeats):
+        for i, n in enumerate(ns):
+            for name, m in models.items():
+                t0 = time.perf_counter()
+                m.predict_faces(faces[:n])
+                best[name][i] = min(best[name][i], (time.perf_counter() - t0) * 1000.0)
+    costs = {}
+    for name, ms in best.items():
+        slope, intercept = np.polyfit(ns, ms, 1)
+        costs[name] = CostModel(max(0.0, float(intercept)), max(1e-3, float(slope)))
+    return costs
+
+
+def measure_cost(classifier, repeats: int = 7) -> CostModel:
+    """`measure_costs` of one model."""
+    return measure_costs({"model": classifier}, repeats)["model"]
 
 
 class ModelSelector:
@@ -123,9 +135,9 @@ class ModelSelector:
             self.reason = f"{mode}: fixed"
         self.costs = dict(costs) if costs else {}
         if self.switching and budget_ms is not None:
-            for name, clf in self.models.items():
-                if name not in self.costs:
-                    self.costs[name] = measure_cost(clf)
+            missing = {k: m for k, m in self.models.items() if k not in self.costs}
+            if missing:
+                self.costs.update(measure_costs(missing))
             log.info(
                 "classifier auto: pair %.2f + %.3f ms/face, single %.2f + %.3f ms/face; "
                 "budget %g ms",
