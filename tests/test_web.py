@@ -993,8 +993,13 @@ def test_browser_shows_the_picture_face_cards_and_live_bars(browser, video_daemo
     time.sleep(20 if update else 2)
     # a face tracked for a few seconds, for the screenshot (the page pairs each picture with the
     # state of its frame, so the box label and the card agree whenever it is taken)
+    all_detected = "return window.eeLive.shown.faces.every((f) => f.detected !== false)"
     wait_for(
-        lambda: (c := js(drv, CARD_TEXT)) and re.fullmatch(r"([3-9]|\d\d+) s", c["tracked"]),
+        lambda: (
+            (c := js(drv, CARD_TEXT))
+            and re.fullmatch(r"([3-9]|\d\d+) s", c["tracked"])
+            and js(drv, all_detected)
+        ),
         90,
         step=0.1,
         what="a face card tracked for 3 s or more, for the screenshot",
