@@ -2,6 +2,8 @@
 # Turn a fresh Raspberry Pi OS Bookworm (64-bit) / Debian / Ubuntu device into an emotion-edge
 # sensor: apt packages, a venv in /opt/emotion-edge, a default config, the systemd unit,
 # enable + start. Re-running it upgrades in place and keeps /etc/emotion-edge/config.toml.
+# With --recorder it sets up a recording host instead: mosquitto with persistence and
+# emotion-edge-record as a service writing to SQLite or PostgreSQL.
 set -euo pipefail
 
 PREFIX=/opt/emotion-edge
@@ -15,6 +17,12 @@ CREDENTIAL=/etc/credstore/emotion-edge-mqtt-password
 KIOSK_UNIT=emotion-edge-kiosk.service
 KIOSK_USER=emotion-edge-kiosk
 KIOSK_ENV=$CONF_DIR/kiosk.env
+RECORD_UNIT=emotion-edge-record.service
+RECORD_ENV=$CONF_DIR/record.env
+RECORD_DB_DEFAULT=/var/lib/emotion-edge-record/recording.sqlite
+MOSQ_DROPIN=/etc/mosquitto/conf.d/emotion-edge.conf
+MOSQ_PASSWD=/etc/mosquitto/emotion-edge.passwd
+RECORD_MQTT_USER=recorder
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 MODE=install
@@ -26,6 +34,8 @@ MQTT_HOST=""
 MODEL=""
 PURGE=0
 KIOSK=0
+RECORDER=0
+RECORD_DB=""
 
 usage() {
   cat <<EOF
@@ -56,9 +66,18 @@ options:
                       $KIOSK_UNIT (the live view full screen on tty1 instead of
                       its console login), [web] enabled on 127.0.0.1 (loopback only) in
                       the config; an existing config is edited, the old one kept as .bak
+  --recorder          a recording host instead of a sensor: apt mosquitto with
+                      $(basename "$MOSQ_DROPIN") (persistence, large per-session queues,
+                      password file; systemd/mosquitto-recorder.conf) in /etc/mosquitto/conf.d,
+                      a broker user "$RECORD_MQTT_USER", and $RECORD_UNIT (hardened)
+                      recording the whole fleet from the local broker (or --mqtt-host HOST)
+  --db URL            with --recorder: where to record, an SQLite file or postgresql://URL
+                      (default $RECORD_DB_DEFAULT); a password in the URL
+                      goes to $RECORD_ENV (root, 0600) as PGPASSWORD, not on the command line
   --uninstall         stop, disable, remove the units (kiosk too) and $PREFIX; keeps
                       $CONF_DIR and $STATE_DIR (the event spool) unless --purge;
-                      with --kiosk: remove only the kiosk screen, keep the daemon
+                      with --kiosk: remove only the kiosk screen, keep the daemon;
+                      with --recorder: remove only the recorder (unit, mosquitto drop-in)
   --purge             with --uninstall: also delete config, state and the MQTT credential
   -h, --help          this help
 
@@ -67,6 +86,8 @@ examples:
   sudo ./install.sh --offline .          (inside an unpacked bundle)
   sudo ./systemd/install.sh --model ~/emotion_int8_v2.tflite
   sudo ./systemd/install.sh --kiosk      (the device's own screen shows the live view)
+  sudo ./systemd/install.sh --recorder   (broker + recorder into SQLite on this host)
+  sudo ./systemd/install.sh --recorder --db postgresql://rec@db.lan/emotions
   sudo ./systemd/install.sh --uninstall [--purge]
 EOF
 }
@@ -82,6 +103,8 @@ while [ $# -gt 0 ]; do
     --uninstall) MODE=uninstall; shift ;;
     --purge) PURGE=1; shift ;;
     --kiosk) KIOSK=1; shift ;;
+    --recorder) RECORDER=1; shift ;;
+    --db) RECORD_DB="${2:?--db needs an SQLite file or a postgresql:// URL}"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "install.sh: unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -93,6 +116,8 @@ die() { echo "install.sh: error: $*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "run as root (sudo $0 ...)"
 [ "$PURGE" = 0 ] || [ "$MODE" = uninstall ] || die "--purge only goes with --uninstall"
+[ -z "$RECORD_DB" ] || [ "$RECORDER" = 1 ] || die "--db only goes with --recorder"
+[ "$RECORDER" = 0 ] || [ "$KIOSK" = 0 ] || die "--recorder and --kiosk are for different hosts"
 
 have_systemctl() { command -v systemctl >/dev/null 2>&1; }
 # sd_booted(3): systemd is PID 1 exactly when this directory exists.
@@ -126,8 +151,30 @@ do_uninstall_kiosk() {
   say "kiosk removed (cage and Chromium stay installed: apt-get remove cage chromium)"
 }
 
+do_uninstall_recorder() {
+  if have_systemctl; then
+    if systemd_running; then
+      systemctl disable --now "$RECORD_UNIT" 2>/dev/null || true
+    else
+      systemctl disable "$RECORD_UNIT" 2>/dev/null || true
+    fi
+  fi
+  rm -f "$UNIT_DIR/$RECORD_UNIT" "$RECORD_ENV"
+  if [ -f "$MOSQ_DROPIN" ]; then
+    rm -f "$MOSQ_DROPIN"
+    systemd_running && { systemctl restart mosquitto 2>/dev/null || true; }
+  fi
+  if [ "$PURGE" = 1 ]; then
+    rm -rf /var/lib/emotion-edge-record /var/lib/private/emotion-edge-record "$MOSQ_PASSWD"
+    say "purged the recording (/var/lib/emotion-edge-record) and $MOSQ_PASSWD"
+  else
+    say "recorder removed; kept its recording (/var/lib/emotion-edge-record) and $MOSQ_PASSWD"
+  fi
+}
+
 do_uninstall() {
   do_uninstall_kiosk
+  [ -f "$UNIT_DIR/$RECORD_UNIT" ] && do_uninstall_recorder
   if have_systemctl; then
     if systemd_running; then
       systemctl disable --now "$UNIT_NAME" 2>/dev/null || true
@@ -153,6 +200,11 @@ if [ "$MODE" = uninstall ] && [ "$KIOSK" = 1 ]; then
   do_uninstall_kiosk
   systemd_running && systemctl daemon-reload
   say "the daemon stays; [web] in $CONF_DIR/config.toml is left as it is"
+  exit 0
+fi
+if [ "$MODE" = uninstall ] && [ "$RECORDER" = 1 ]; then
+  do_uninstall_recorder
+  systemd_running && systemctl daemon-reload
   exit 0
 fi
 if [ "$MODE" = uninstall ]; then
@@ -185,6 +237,16 @@ KIOSK_SRC=$HERE/$KIOSK_UNIT
 if [ "$KIOSK" = 1 ] && [ ! -f "$KIOSK_SRC" ]; then
   die "--kiosk: $KIOSK_SRC missing (a bundle needs it beside install.sh)"
 fi
+RECORD_UNIT_SRC=$HERE/$RECORD_UNIT
+MOSQ_CONF_SRC=$HERE/mosquitto-recorder.conf
+RECORD_MQTT_HOST=${MQTT_HOST:-localhost}
+LOCAL_BROKER=0
+case "$RECORD_MQTT_HOST" in localhost|127.0.0.1|::1) LOCAL_BROKER=1 ;; esac
+if [ "$RECORDER" = 1 ]; then
+  for f in "$RECORD_UNIT_SRC" "$MOSQ_CONF_SRC"; do
+    [ -f "$f" ] || die "--recorder: $f missing (a bundle needs it beside install.sh)"
+  done
+fi
 [ -f "$CONFIG_SRC" ] || die "$CONFIG_SRC missing"
 if [ -n "$MODEL" ]; then
   [ -f "$MODEL" ] || die "--model $MODEL: no such file"
@@ -207,6 +269,7 @@ kiosk_browser_pkg() {
   fi
 }
 if [ "$KIOSK" = 1 ]; then PACKAGES+=(cage "$(kiosk_browser_pkg)" fonts-dejavu-core); fi
+if [ "$RECORDER" = 1 ] && [ "$LOCAL_BROKER" = 1 ]; then PACKAGES+=(mosquitto mosquitto-clients); fi
 missing=()
 for p in "${PACKAGES[@]}"; do installed "$p" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -239,6 +302,8 @@ else
 fi
 
 PIP=("$PREFIX/bin/python" -m pip --disable-pip-version-check --no-input -q)
+EXTRAS=device
+[ "$RECORDER" = 1 ] && EXTRAS=device,record
 CONSTRAINTS=()
 if [ "$RPI" = 1 ]; then
   # picamera2's apt dependencies (simplejpeg, python3-av) are built against Debian's NumPy
@@ -249,9 +314,9 @@ if [ "$RPI" = 1 ]; then
 fi
 if [ -n "$OFFLINE" ]; then
   WHEEL=$(ls -1 "$WHEELS"/emotion_edge-*.whl | sort -V | tail -n1)
-  say "pip install $(basename "$WHEEL")[device] from $WHEELS (offline)"
+  say "pip install $(basename "$WHEEL")[$EXTRAS] from $WHEELS (offline)"
   "${PIP[@]}" install --no-index --find-links "$WHEELS" "${CONSTRAINTS[@]}" \
-    --upgrade "${WHEEL}[device]"
+    --upgrade "${WHEEL}[$EXTRAS]"
   # Same version number, new build (e.g. a fixed bundle): replace the package itself too.
   "${PIP[@]}" install --no-index --no-deps --force-reinstall "$WHEEL"
 else
@@ -261,12 +326,111 @@ else
   trap 'rm -rf "$build_dir"' EXIT
   tar -C "$SRC_TREE" --exclude=./.git --exclude=./.venv --exclude=./runs --exclude=./build \
     --exclude='*.egg-info' --exclude=__pycache__ -cf - . | tar -C "$build_dir" -xf -
-  say "pip install ${SRC_TREE}[device] (from PyPI)"
-  "${PIP[@]}" install "${CONSTRAINTS[@]}" --upgrade "${build_dir}[device]"
+  say "pip install ${SRC_TREE}[$EXTRAS] (from PyPI)"
+  "${PIP[@]}" install "${CONSTRAINTS[@]}" --upgrade "${build_dir}[$EXTRAS]"
   "${PIP[@]}" install --no-deps --force-reinstall "$build_dir"
 fi
 [ -x "$PREFIX/bin/emotion-edge" ] || die "$PREFIX/bin/emotion-edge missing after pip install"
 VERSION=$("$PREFIX/bin/emotion-edge" --version 2>&1 | awk '{print $NF}')
+
+# ---------------------------------------------------------------------------- recorder host
+# split_db_url URL: prints the URL without its password, then the (percent-decoded) password
+# on a second line; the password goes to the env file as PGPASSWORD, never on a command line.
+split_db_url() {
+  local url=$1 re='^(postgres(ql)?://)([^:@/]+):([^@/]*)@(.*)$'
+  if [[ "$url" =~ $re ]]; then
+    printf '%s\n' "${BASH_REMATCH[1]}${BASH_REMATCH[3]}@${BASH_REMATCH[5]}"
+    printf '%b\n' "${BASH_REMATCH[4]//%/\\x}"
+  else
+    printf '%s\n\n' "$url"
+  fi
+}
+# env_value FILE KEY: the value of KEY=... in an env file we wrote ("" when absent).
+env_value() { [ -f "$1" ] && sed -n "s/^$2=//p" "$1" | tail -n1 || true; }
+# sq VALUE: single-quoted for a systemd EnvironmentFile (which has no escape inside '...').
+sq() {
+  case "$1" in *"'"*) die "a value for $RECORD_ENV may not contain a single quote" ;; esac
+  printf "'%s'" "$1"
+}
+
+do_recorder() {
+  local db pgpw mqtt_pw args tmp
+  install -d -m 0755 "$CONF_DIR"
+  if [ -f "$RECORD_ENV" ] && [ -z "$RECORD_DB" ]; then
+    say "kept $RECORD_ENV (give --db to change the database)"
+  else
+    { read -r db; read -r pgpw; } < <(split_db_url "${RECORD_DB:-$RECORD_DB_DEFAULT}")
+    mqtt_pw=$(env_value "$RECORD_ENV" EMOTION_EDGE_MQTT_PASSWORD)
+    mqtt_pw=${mqtt_pw#\'}; mqtt_pw=${mqtt_pw%\'}
+    [ -n "$mqtt_pw" ] || mqtt_pw=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
+    args="--username $RECORD_MQTT_USER"
+    tmp=$(mktemp)
+    chmod 0600 "$tmp"
+    {
+      echo "# written by install.sh --recorder; secrets: root only (0600)"
+      echo "EMOTION_EDGE_RECORD_DB=$(sq "$db")"
+      echo "EMOTION_EDGE_RECORD_MQTT_HOST=$(sq "$RECORD_MQTT_HOST")"
+      echo "EMOTION_EDGE_RECORD_ARGS=$(sq "$args")"
+      echo "EMOTION_EDGE_MQTT_PASSWORD=$(sq "$mqtt_pw")"
+      [ -z "$pgpw" ] || echo "PGPASSWORD=$(sq "$pgpw")"
+    } >"$tmp"
+    [ -f "$RECORD_ENV" ] && cp -p "$RECORD_ENV" "$RECORD_ENV.bak"
+    install -m 0600 "$tmp" "$RECORD_ENV"
+    rm -f "$tmp"
+    say "wrote $RECORD_ENV (database $db, broker $RECORD_MQTT_HOST)"
+  fi
+  if [ "$LOCAL_BROKER" = 1 ]; then
+    install -D -m 0644 "$MOSQ_CONF_SRC" "$MOSQ_DROPIN"
+    mqtt_pw=$(env_value "$RECORD_ENV" EMOTION_EDGE_MQTT_PASSWORD)
+    mqtt_pw=${mqtt_pw#\'}; mqtt_pw=${mqtt_pw%\'}
+    [ -f "$MOSQ_PASSWD" ] || install -m 0640 /dev/null "$MOSQ_PASSWD"
+    # the password through stdin: mosquitto_passwd -b would show it in `ps`
+    printf '%s\n%s\n' "$mqtt_pw" "$mqtt_pw" \
+      | mosquitto_passwd "$MOSQ_PASSWD" "$RECORD_MQTT_USER" >/dev/null
+    getent group mosquitto >/dev/null && chgrp mosquitto "$MOSQ_PASSWD"
+    chmod 0640 "$MOSQ_PASSWD"
+    say "mosquitto: $MOSQ_DROPIN (persistence, queues), user $RECORD_MQTT_USER in $MOSQ_PASSWD;" \
+      "add one user per device: mosquitto_passwd $MOSQ_PASSWD DEVICE"
+  fi
+  tmp=$(mktemp)
+  sed "s#/opt/emotion-edge/bin/#$PREFIX/bin/#" "$RECORD_UNIT_SRC" >"$tmp"
+  install -D -m 0644 "$tmp" "$UNIT_DIR/$RECORD_UNIT"
+  rm -f "$tmp"
+  say "installed $UNIT_DIR/$RECORD_UNIT"
+  if ! have_systemctl; then
+    say "no systemctl here: the units are installed but not enabled"
+    return
+  fi
+  systemctl enable "$RECORD_UNIT" >/dev/null 2>&1 || systemctl enable "$RECORD_UNIT"
+  if ! systemd_running; then
+    say "systemd is not running (chroot/container?): enabled, starts at next boot"
+    return
+  fi
+  systemctl daemon-reload
+  if [ "$LOCAL_BROKER" = 1 ]; then
+    systemctl enable mosquitto >/dev/null 2>&1 || true
+    # a new listener needs a restart, not a reload
+    systemctl restart mosquitto || die "mosquitto did not start: journalctl -u mosquitto"
+  fi
+  if [ "$START" = 0 ]; then
+    say "enabled; start it with: systemctl start emotion-edge-record"
+    return
+  fi
+  systemctl restart "$RECORD_UNIT"
+  sleep 3
+  if ! systemctl is-active --quiet "$RECORD_UNIT"; then
+    journalctl -u "$RECORD_UNIT" -n 20 --no-pager >&2 || true
+    die "$RECORD_UNIT did not stay up (journal above)"
+  fi
+  say "recording. Check: systemctl status emotion-edge-record; journalctl -u emotion-edge-record -f"
+}
+
+if [ "$RECORDER" = 1 ]; then
+  printf 'version=%s\ninstalled=%s\nfrom=%s\n' "$VERSION" "$(date -u +%FT%TZ)" \
+    "${OFFLINE:+bundle }${BUNDLE:-$SRC_TREE}" >"$PREFIX/INSTALL-INFO"
+  do_recorder
+  exit 0
+fi
 
 # ---------------------------------------------------------------------------- config
 # set_key FILE TABLE KEY VALUE: replace `KEY = ...` inside [TABLE] (the example lists every key).
