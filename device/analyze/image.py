@@ -39,6 +39,14 @@ class ImageLimits:
 
 
 DEFAULT_LIMITS = ImageLimits()
+# formats people send by mistake, named in the refusal
+_OTHER = (
+    (lambda d: d[:4] == b"RIFF" and d[8:12] == b"WEBP", "it is WebP"),
+    (lambda d: d[:6] in (b"GIF87a", b"GIF89a"), "it is GIF"),
+    (lambda d: d[:2] == b"BM", "it is BMP"),
+    (lambda d: d[:4] in (b"II*\x00", b"MM\x00*"), "it is TIFF"),
+    (lambda d: d[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypavif"), "it is HEIF/AVIF"),
+)
 
 
 def image_format(data: bytes) -> str:
@@ -46,8 +54,10 @@ def image_format(data: bytes) -> str:
         return "png"
     if data.startswith(JPEG_MAGIC):
         return "jpeg"
+    known = next((name for magic, name in _OTHER if magic(data)), "")
     raise ImageError(
-        "not a JPEG or PNG image (the first bytes are neither format's signature)",
+        f"not a JPEG or PNG image ({known or 'the first bytes are neither signature'}); "
+        "convert it to JPEG or PNG",
         status=415,
         code="unsupported_format",
     )
