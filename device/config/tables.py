@@ -329,7 +329,11 @@ class WebConfig:
         max=3840,
     )
     max_clients: int = setting(
-        4, "concurrent picture streams + push channels; more get HTTP 503", min=1, max=64
+        4,
+        "viewers at once: a page (its picture stream + push channel) counts once, any other "
+        "client per connection; more get HTTP 503 'viewer limit reached'",
+        min=1,
+        max=64,
     )
     send_timeout_s: float = setting(
         10.0,
