@@ -57,8 +57,11 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--password-env", metavar="VAR", help="variable holding the MQTT password")
     g.add_argument("--tls", action="store_true", help="connect with TLS")
     g.add_argument("--ca-file", help="CA bundle for TLS")
-    g.add_argument("--spool-dir", metavar="DIR", help="marker spool folder (default: the "
-                   "daemon's spool folder + /study)")  # fmt: skip
+    g.add_argument(
+        "--spool-dir",
+        metavar="DIR",
+        help="spool folder; markers wait in DIR/study (default: the daemon's spool folder)",
+    )
     d = p.add_argument_group("no broker: record in this process")
     d.add_argument("--db", metavar="FILE|URL", help="SQLite file or postgresql:// URL")
     d.add_argument("--source", metavar="KIND:URI", help="camera or video (default: config's)")

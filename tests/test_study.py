@@ -537,3 +537,59 @@ def run_through_rest(drv, timeout: float = 60) -> None:
                 pass
         assert time.monotonic() < deadline, "no thanks page"
         time.sleep(0.05)
+
+
+# -- delivery: the spooled path -----------------------------------------------------------------
+
+
+def test_markers_survive_a_broker_crash_mid_session(study_dir, mqtt_broker, tmp_path):
+    """The player's markers go through the daemon's spool: made while the broker is down, they
+    wait on disk and reach the recorder after it is back; the player never announces itself
+    on the daemon's availability topic."""
+    from emotion_edge.config.tables import MqttConfig
+    from emotion_edge_study.session import Session
+    from emotion_edge_study.sinks import MqttMarkerSink
+
+    db = tmp_path / "rec.sqlite"
+    rec = RecorderProc(tmp_path, mqtt_broker, str(db), "--device", "lab-1").start()
+    cfg = MqttConfig(
+        host=mqtt_broker.host,
+        port=mqtt_broker.port,
+        spool_dir=str(tmp_path / "spool"),
+        reconnect_min_s=0.2,
+        reconnect_max_s=0.5,
+    )
+    sink = MqttMarkerSink(cfg, "lab-1")
+    sink.start()
+    study = load_study(study_dir / "two.toml")
+    s = Session(study, "lab-1", "films-P-X", "token", "P-X", "control", {"age": "40"},
+                clip_order(study, "P-X"), sink)  # fmt: skip
+    try:
+        assert sink.publisher.wait_connected(10)
+        t = time.time()
+        s.consent(True, t, {"offset_s": 0.0, "rtt_ms": 1.0}, "test")
+        s.stimulus("start", "clip-short", t + 0.1)
+        mqtt_broker.stop(kill=True)
+        s.stimulus("end", "clip-short", t + 1.7)
+        s.stimulus("start", "clip-long", t + 2.0)
+        assert sink.stats()["queued"] >= 2, sink.stats()
+        mqtt_broker.start()
+        s.stimulus("end", "clip-long", t + 4.4)
+        s.end(t + 4.5, "completed")
+        ids = {m["marker_id"] for m in s.markers}
+        wait_until(
+            lambda: db.exists() and {m["marker_id"] for m in markers(db)} == ids,
+            30,
+            "every marker in the database",
+        )
+    finally:
+        sink.close(5)
+        rec.stop()
+    assert sink.stats()["queued"] == 0
+    con = sqlite3.connect(db)
+    assert (
+        con.execute("SELECT COUNT(*) FROM availability WHERE device_id = 'lab-1'").fetchone()[0]
+        == 0
+    ), "the player must not speak for the device's availability"
+    con.close()
+    assert (tmp_path / "spool/study").is_dir(), "not the player's own spool folder"
