@@ -581,9 +581,8 @@ def report_main(argv: list[str] | None = None) -> int:
 
 
 def _report(args) -> int:
-    from emotion_edge_record.analysis.stats import Baseline, StatsOptions
+    from emotion_edge_record.analysis.options import Baseline, StatsOptions
     from emotion_edge_record.payloads import parse_time
-    from emotion_edge_record.report import Filters, make_report
     from emotion_edge_record.store import open_readonly
 
     options = StatsOptions(
@@ -593,16 +592,15 @@ def _report(args) -> int:
         correction=args.correction,
         all_faces=args.all_faces,
     )
-    filters = Filters(
-        devices=tuple(args.device),
-        sessions=tuple(args.session),
-        since=parse_time(args.since) if args.since else None,
-        until=parse_time(args.until) if args.until else None,
-    )
+    since = parse_time(args.since) if args.since else None
+    until = parse_time(args.until) if args.until else None
     if str(args.db).find("://") < 0 and not Path(args.db).expanduser().is_file():
         raise UserError(f"{args.db}: no such database file")
-    store = open_readonly(args.db)
+    store = open_readonly(args.db)  # refuses a bad file before pandas/SciPy are imported
     try:
+        from emotion_edge_record.report import Filters, make_report
+
+        filters = Filters(tuple(args.device), tuple(args.session), since, until)
         out = make_report(
             store,
             Path(args.out),

@@ -28,6 +28,9 @@ import html
 import json
 import logging
 import math
+import os
+import shutil
+import tempfile
 from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -36,9 +39,20 @@ from pathlib import Path
 
 import numpy as np
 from emotion_edge.track.events import iso_utc
+from emotion_edge_record.analysis.options import SMALL_N, StatsOptions
+from emotion_edge_record.analysis.plots import group_stimulus_plot
 from emotion_edge_record.payloads import LABELS
-from emotion_edge_record.store import Store, events, markers, timeline_faces
+from emotion_edge_record.store import (
+    Store,
+    StoreError,
+    _short,
+    events,
+    markers,
+    samples,
+    timeline_faces,
+)
 from sqlalchemy import and_, func, select
+from sqlalchemy import exc as sa_exc
 
 log = logging.getLogger(__name__)
 NO_SESSION = ""
@@ -77,6 +91,7 @@ class Span:
     participant: str | None = None
     group: str | None = None
     tags: list[str] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -85,6 +100,7 @@ class ReportResult:
     html: Path | None
     counts: dict[str, int]
     pngs: list[Path]
+    warnings: list[str] = field(default_factory=list)
 
 
 # -- spans from markers -------------------------------------------------------------------------
@@ -103,6 +119,7 @@ def build_spans(rows) -> tuple[dict[str, list[Span]], dict[str, list[Span]]]:
         open_stim: dict[str, Span] = {}
         for m in ms:
             tags = json.loads(m.tags) if m.tags else []
+            meta = _meta(m)
             if m.kind == "session":
                 if m.action == "start":
                     if open_session is not None:
@@ -116,12 +133,14 @@ def build_spans(rows) -> tuple[dict[str, list[Span]], dict[str, list[Span]]]:
                         participant=m.participant,
                         group=m.group_name,
                         tags=tags,
+                        meta=meta,
                     )
                     sessions[dev].append(open_session)
                 elif open_session is not None and open_session.label == m.label:
                     open_session.end = m.ts
                     open_session.participant = open_session.participant or m.participant
                     open_session.group = open_session.group or m.group_name
+                    open_session.meta = {**meta, **open_session.meta}
                     open_session = None
                 elif open_session is None and not any(
                     s.label == m.label for s in sessions[dev]
@@ -137,6 +156,7 @@ def build_spans(rows) -> tuple[dict[str, list[Span]], dict[str, list[Span]]]:
                             m.participant,
                             m.group_name,
                             tags,
+                            meta,
                         )
                     )
             else:
@@ -159,6 +179,43 @@ def build_spans(rows) -> tuple[dict[str, list[Span]], dict[str, list[Span]]]:
         sessions[dev].sort(key=lambda s: s.start)
         stimuli[dev].sort(key=lambda s: s.start)
     return dict(sessions), dict(stimuli)
+
+
+def _meta(m) -> dict:
+    raw = getattr(m, "meta", None)
+    try:
+        d = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return d if isinstance(d, dict) else {}
+
+
+def session_overlaps(rows) -> list[tuple[str, str, str, float]]:
+    """(device, session a, session b, seconds) for every two sessions of one device whose
+    start-end marker pairs overlap: a row in the overlap cannot be told apart, so the later
+    start wins in the report and the overlap is reported, never silently cut."""
+    pairs: dict[tuple[str, str], list[float]] = {}
+    for m in rows:
+        if m.kind != "session":
+            continue
+        lo_hi = pairs.setdefault((m.device_id, m.label), [math.inf, -math.inf])
+        if m.action == "start":
+            lo_hi[0] = min(lo_hi[0], m.ts)
+        else:
+            lo_hi[1] = max(lo_hi[1], m.ts)
+    by_dev: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
+    for (dev, label), (lo, hi) in pairs.items():
+        if math.isfinite(lo) and math.isfinite(hi) and hi > lo:
+            by_dev[dev].append((lo, hi, label))
+    out = []
+    for dev, spans in by_dev.items():
+        spans.sort()
+        for i, (_lo, hi, a) in enumerate(spans):
+            for lo2, hi2, b in spans[i + 1 :]:
+                if lo2 >= hi:
+                    break
+                out.append((dev, a, b, round(min(hi, hi2) - lo2, 3)))
+    return out
 
 
 def _find(spans: list[Span], ts: float) -> Span | None:
@@ -281,17 +338,134 @@ def _stream(conn, stmt, chunk: int = 5000):
     yield from res
 
 
+TIMELINE_COLUMNS = [
+    *CONTEXT_COLUMNS,
+    "session_offset_s",
+    "stimulus_offset_s",
+    "face_id",
+    "main_face",
+    "file",
+    "box_x",
+    "box_y",
+    "box_w",
+    "box_h",
+    *PROB_COLS,
+    "emotion",
+    "confidence",
+]
+SESSION_COLUMNS = [
+    "device",
+    "session",
+    "participant",
+    "group",
+    "start",
+    "end",
+    "start_ts",
+    "end_ts",
+    "duration_s",
+    "face_rows",
+    "main_face_rows",
+    "tags",
+    "overlaps",
+]
+# offline recordings without a clock (photos without EXIF time, videos without a recorded
+# creation time and no --start) are stamped from this fixed epoch, 2000-01-01T00:00:00Z;
+# the report shows no time of day for rows before NO_CLOCK_END
+NO_CLOCK_EPOCH = 946684800.0
+NO_CLOCK_END = NO_CLOCK_EPOCH + 1e7
+
+
 def make_report(
-    store: Store, out: Path, filters: Filters = Filters(), *, utc: bool = False, plots: bool = True
+    store: Store,
+    out: Path,
+    filters: Filters = Filters(),
+    *,
+    utc: bool = False,
+    plots: bool = True,
+    options: StatsOptions | None = None,
 ) -> ReportResult:
+    """Write the report into a fresh folder beside `out` that replaces `out` only once every
+    file is written: a damaged database leaves the earlier report (or nothing) in place."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    tmp = _staging_dir(out)
+    try:
+        try:
+            res = _make_report(store, tmp, filters, utc, plots, options or StatsOptions())
+        except sa_exc.DBAPIError as exc:
+            raise StoreError(
+                f"cannot read the recording: {_short(exc)} (the database is damaged?); "
+                "no report written"
+            ) from None
+        _swap(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ReportResult(
+        out,
+        out / res.html.name if res.html else None,
+        res.counts,
+        [out / p.name for p in res.pngs],
+        res.warnings,
+    )
+
+
+REPORT_MARKERS = ("report.html", "timeline.csv")
+
+
+def _staging_dir(out: Path) -> Path:
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not any((out / m).exists() for m in REPORT_MARKERS):
+        raise ValueError(
+            f"--out {out}: a folder holding other files (it would be replaced): "
+            "give a new folder or an earlier report's"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
+    return tmp
+
+
+def _swap(tmp: Path, out: Path) -> None:
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+        os.rename(out, old / out.name)
+        os.rename(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, out)
+
+
+@dataclass
+class _Photo:
+    device: str
+    file: str
+    ts: float
+    faces: int
+    session: str = ""
+    emotions: list[str] = field(default_factory=list)
+
+
+def _make_report(
+    store: Store, out: Path, filters: Filters, utc: bool, plots: bool, opts: StatsOptions
+) -> ReportResult:
     tz = timezone.utc if utc else datetime.now().astimezone().tzinfo
+    warn: list[str] = []
     with store.engine.connect() as conn:
         mq = select(markers)
         if filters.devices:
             mq = mq.where(markers.c.device_id.in_(filters.devices))
-        sessions, stimuli = build_spans(conn.execute(mq).all())
+        marker_rows = conn.execute(mq).all()
+        sessions, stimuli = build_spans(marker_rows)
+        overlaps = session_overlaps(marker_rows)
+        for dev, a, b, sec in overlaps:
+            warn.append(
+                f"device {dev}: sessions {a!r} and {b!r} overlap by {sec:.3f} s; the rows in "
+                f"the overlap are given to {b!r} (record each file under its own device id, "
+                "or give --start)"
+            )
         s_index, st_index = SpanIndex(sessions), SpanIndex(stimuli)
         # data range per device: the ends of open sessions in plots
         w = _where(timeline_faces, timeline_faces.c.captured_ts, filters)
@@ -303,10 +477,13 @@ def make_report(
         if w is not None:
             q = q.where(w)
         ranges = {d: (lo, hi) for d, lo, hi in conn.execute(q)}
+        photos = _photos(conn, filters, s_index)
 
         plots_by_session: dict[tuple[str, str], _SessionPlot] = {}
         stim_session: dict[tuple[str, tuple[str, str]], _Acc] = defaultdict(_Acc)
         session_all: dict[tuple[str, str], _Acc] = defaultdict(_Acc)
+        session_stim: dict[tuple[str, str], _Acc] = defaultdict(_Acc)
+        face_rows: dict[tuple[str, str], int] = defaultdict(int)
         hours: dict[str, dict[int, _Acc]] = defaultdict(lambda: defaultdict(_Acc))
         session_info: dict[tuple[str, str], Span | None] = {}
         n_rows = 0
@@ -327,8 +504,10 @@ def make_report(
             return sp
 
         cols = [timeline_faces.c[c] for c in ("captured_ts", "device_id", "face_id", "file_name")]
+        boxes = [timeline_faces.c[c] for c in ("box_x", "box_y", "box_w", "box_h")]
         tq = select(
             *cols,
+            *boxes,
             *[timeline_faces.c[c] for c in PROB_COLS],
             timeline_faces.c.emotion,
             timeline_faces.c.confidence,
@@ -338,56 +517,77 @@ def make_report(
         tq = tq.order_by(
             timeline_faces.c.device_id, timeline_faces.c.captured_ts, timeline_faces.c.face_id
         )
+        n_p = len(LABELS)
         with open(out / "timeline.csv", "w", newline="", encoding="utf-8") as f:
             wr = csv.writer(f)
-            wr.writerow(
-                [
-                    *CONTEXT_COLUMNS,
-                    "session_offset_s",
-                    "face_id",
-                    "file",
-                    *PROB_COLS,
-                    "emotion",
-                    "confidence",
-                ]
-            )
-            for r in _stream(conn, tq):
+            wr.writerow(TIMELINE_COLUMNS)
+
+            def emit(r, main: bool) -> None:
+                nonlocal n_rows
                 ts, dev = r[0], r[1]
                 ctx = _RowContext.of(dev, ts, s_index, st_index)
                 if filters.sessions and ctx.label not in filters.sessions:
-                    continue
+                    return
                 sess, label, stim = ctx.session, ctx.label, ctx.stimulus
-                probs = np.array(r[4 : 4 + len(LABELS)], dtype=float)
+                probs = np.array(r[8 : 8 + n_p], dtype=float)
                 key = (dev, label)
                 session_info[key] = sess
-                offset = ts - sess.start if sess is not None and math.isfinite(sess.start) else ""
+                offset = ts - sess.start if sess is not None and math.isfinite(sess.start) else None
+                stim_off = ts - stim.start if stim is not None else None
                 wr.writerow(
                     [
                         *ctx.cells(),
-                        f"{offset:.3f}" if offset != "" else "",
+                        "" if offset is None else f"{offset:.3f}",
+                        "" if stim_off is None else f"{stim_off:.3f}",
                         r[2],
+                        int(main),
                         r[3] or "",
+                        *(f"{v:.1f}" for v in r[4:8]),
                         *(f"{p:.4f}" for p in probs),
                         r[-2],
                         f"{r[-1]:.4f}",
                     ]
                 )
                 n_rows += 1
+                face_rows[key] += 1
+                if not (main or opts.all_faces):
+                    return
                 session_all[key].add(probs)
                 if stim is not None:
                     stim_session[(stim.label, key)].add(probs)
+                    session_stim[key].add(probs)
                 sp = session_plot(key, sess, dev)
                 sp.bins[int((ts - sp.t0) // sp.width)].add(probs)
                 hours[dev][datetime.fromtimestamp(ts, tz).hour].add(probs)
+                ph = photos.get((dev, r[3])) if r[3] else None
+                if ph is not None:
+                    ph.emotions.append(f"{r[-2]} {r[-1]:.2f}")
+
+            # the faces of one sample arrive together (ordered by device, time, face id): the
+            # largest box is the sample's main face (the participant nearest the camera)
+            pending: list = []
+            for r in _stream(conn, tq):
+                if pending and (r[0] != pending[0][0] or r[1] != pending[0][1]):
+                    _flush(pending, emit)
+                pending.append(r)
+            _flush(pending, emit)
 
         n_events, kinds = _events_csv(conn, out / "events.csv", filters, s_index, st_index)
 
+    if photos:
+        _photos_csv(out / "photos.csv", photos)
+    n_sessions = _sessions_csv(out / "sessions.csv", sessions, filters, face_rows, overlaps)
+    analysis = _analysis(out, sessions, stimuli, s_index, opts, warn)
+    for line in warn:
+        log.warning("%s", line)
     counts = {
         "timeline_rows": n_rows,
         "events": n_events,
-        "sessions": sum(1 for k in session_all if k[1] != NO_SESSION),
+        "sessions": n_sessions,
+        "participants": analysis.participants,
         "stimuli": len({s for s, _ in stim_session}),
         "devices": len(hours),
+        "photos": len(photos),
     }
     pngs: list[Path] = []
     page = None
@@ -395,12 +595,235 @@ def make_report(
         import matplotlib
 
         matplotlib.use("Agg")
+        photo_devs = {d for d, _ in photos}
+        day_devs = {
+            d
+            for d, (lo, hi) in ranges.items()
+            if d not in photo_devs and hi - lo > DAY_PLOT_MIN_SPAN_S and lo >= NO_CLOCK_END
+        }
         figs = _figures(
-            out, plots_by_session, stimuli, stim_session, session_all, session_info, hours, tz
+            out,
+            plots_by_session,
+            stimuli,
+            stim_session,
+            session_stim if stim_session else session_all,
+            session_info,
+            {d: h for d, h in hours.items() if d in day_devs},
+            tz,
         )
+        if not analysis.by_group.empty:
+            png = group_stimulus_plot(analysis.by_group, out / "stimulus_by_group.png")
+            if png is not None:
+                figs.append(("group_stimulus", "Group means per stimulus (95 % CI)", png))
         pngs = [p for _, _, p in figs]
-        page = _html(out, figs, counts, kinds, session_all, session_info, stim_session, filters)
-    return ReportResult(out, page, counts, pngs)
+        page = _html(
+            out,
+            figs,
+            counts,
+            kinds,
+            session_all,
+            session_info,
+            stim_session,
+            filters,
+            analysis,
+            photos,
+            warn,
+        )
+    return ReportResult(out, page, counts, pngs, warn)
+
+
+DAY_PLOT_MIN_SPAN_S = 3600.0
+
+
+def _flush(pending: list, emit) -> None:
+    if not pending:
+        return
+    main = max(range(len(pending)), key=lambda i: (pending[i][6] * pending[i][7], -pending[i][2]))
+    for i, r in enumerate(pending):
+        emit(r, i == main)
+    pending.clear()
+
+
+def _photos(conn, filters: Filters, s_index: SpanIndex) -> dict[tuple[str, str], _Photo]:
+    """Every photo of photo-folder runs (those without a face too), from the samples table."""
+    w = _where(samples, samples.c.captured_ts, filters)
+    q = select(
+        samples.c.device_id, samples.c.file_name, samples.c.captured_ts, samples.c.face_count
+    ).where(samples.c.file_name.is_not(None))
+    if w is not None:
+        q = q.where(w)
+    out: dict[tuple[str, str], _Photo] = {}
+    for dev, name, ts, n in conn.execute(q.order_by(samples.c.device_id, samples.c.captured_ts)):
+        span = s_index.find(dev, ts)
+        label = span.label if span is not None else NO_SESSION
+        if filters.sessions and label not in filters.sessions:
+            continue
+        out[(dev, name)] = _Photo(dev, name, ts, n, label)
+    return out
+
+
+def photo_time(ts: float) -> str:
+    """The capture time of a photo, or '' where it had none (stamped from NO_CLOCK_EPOCH)."""
+    return "" if NO_CLOCK_EPOCH <= ts < NO_CLOCK_END else iso_utc(ts)
+
+
+def _photos_csv(path: Path, photos: dict[tuple[str, str], _Photo]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        wr = csv.writer(f)
+        wr.writerow(["device", "session", "file", "capture_time", "faces", "emotions"])
+        for ph in photos.values():
+            wr.writerow(
+                [
+                    ph.device,
+                    ph.session,
+                    ph.file,
+                    photo_time(ph.ts),
+                    ph.faces,
+                    "; ".join(ph.emotions),
+                ]
+            )
+
+
+def _sessions_csv(path, sessions, filters: Filters, face_rows, overlaps) -> int:
+    over: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for dev, a, b, sec in overlaps:
+        over[(dev, a)].append(f"{b} ({sec:.3f} s)")
+        over[(dev, b)].append(f"{a} ({sec:.3f} s)")
+    rows = []
+    for dev, spans in sorted(sessions.items()):
+        if filters.devices and dev not in filters.devices:
+            continue
+        for s in spans:
+            if filters.sessions and s.label not in filters.sessions:
+                continue
+            if filters.since is not None and s.end < filters.since:
+                continue
+            if filters.until is not None and s.start >= filters.until:
+                continue
+            rows.append(s)
+    keys = sorted({k for s in rows for k in s.meta})
+    meta_cols = [k if k not in SESSION_COLUMNS else f"meta_{k}" for k in keys]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        wr = csv.writer(f)
+        wr.writerow([*SESSION_COLUMNS, *meta_cols])
+        for s in rows:
+            fin = [math.isfinite(s.start), math.isfinite(s.end)]
+            n = face_rows.get((s.device, s.label), 0)
+            wr.writerow(
+                [
+                    s.device,
+                    s.label,
+                    s.participant or "",
+                    s.group or "",
+                    _fmt_ts(s.start) if fin[0] else "",
+                    _fmt_ts(s.end) if fin[1] else "",
+                    f"{s.start:.3f}" if fin[0] else "",
+                    f"{s.end:.3f}" if fin[1] else "",
+                    f"{s.end - s.start:.3f}" if all(fin) else "",
+                    n,
+                    "",  # filled below from the analysis table when it exists
+                    ";".join(s.tags),
+                    "; ".join(over.get((s.device, s.label), [])),
+                    *(_cell(s.meta.get(k)) for k in keys),
+                ]
+            )
+    return len(rows)
+
+
+def _cell(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, ensure_ascii=False)
+    return str(v)
+
+
+@dataclass
+class _Analysis:
+    participants: int = 0
+    by_participant: object = None  # pandas DataFrame
+    by_group: object = None
+    mixed: object = None
+    options: StatsOptions = field(default_factory=StatsOptions)
+
+
+def _analysis(out: Path, sessions, stimuli, s_index, opts: StatsOptions, warn: list) -> _Analysis:
+    """participant_stimulus.csv, stimulus_by_group.csv (and mixed_model.csv), from timeline.csv
+    read back with pandas; sessions.csv gains the main-face row counts and overlaps."""
+    import pandas as pd
+    from emotion_edge_record.analysis.stats import (
+        group_stimulus,
+        mixed_models,
+        participant_id,
+        participant_stimulus,
+    )
+
+    tl = pd.read_csv(
+        out / "timeline.csv",
+        usecols=["ts", "device", "session", "participant", "group", "stimulus", "main_face"]
+        + PROB_COLS,
+        dtype={k: str for k in ("device", "session", "participant", "group", "stimulus")},
+        keep_default_na=False,
+    )
+    occ = pd.DataFrame(
+        [
+            (dev, _session_label(s_index, dev, st.start), st.label, st.start, st.end)
+            for dev, spans in stimuli.items()
+            for st in spans
+        ],
+        columns=["device", "session", "stimulus", "start", "end"],
+    )
+    ps = participant_stimulus(tl, occ, opts)
+    gs = group_stimulus(ps, opts)
+    small = sorted({f"{r.group} ({r.stimulus})" for r in gs.itertuples() if r.n < SMALL_N})
+    if small:
+        warn.append(
+            f"group x stimulus: fewer than {SMALL_N} participants in {', '.join(small[:10])}"
+            f"{' ...' if len(small) > 10 else ''}: intervals and tests are unreliable"
+        )
+    mm = mixed_models(ps, opts)
+    ps.to_csv(out / "participant_stimulus.csv", index=False, float_format="%.6g")
+    gs.to_csv(out / "stimulus_by_group.csv", index=False, float_format="%.6g")
+    if not mm.empty:
+        mm.to_csv(out / "mixed_model.csv", index=False, float_format="%.6g")
+    # sessions.csv: main-face rows and overlaps, now that the timeline is known
+    sess = pd.read_csv(out / "sessions.csv", dtype=str, keep_default_na=False)
+    if len(sess):
+        main = tl[tl["main_face"] == 1].groupby(["device", "session"]).size()
+        sess["main_face_rows"] = [
+            int(main.get((d, s), 0)) for d, s in zip(sess["device"], sess["session"], strict=True)
+        ]
+        sess.to_csv(out / "sessions.csv", index=False)
+    _parquet(out, tl, ps, gs, sess)
+    pids = participant_id(tl[tl["session"] != ""]) if len(tl) else []
+    return _Analysis(len(set(pids)), ps, gs, mm, opts)
+
+
+def _session_label(s_index: SpanIndex, dev: str, ts: float) -> str:
+    s = s_index.find(dev, ts)
+    return s.label if s is not None else NO_SESSION
+
+
+def _parquet(out: Path, tl, ps, gs, sess) -> None:
+    """Parquet copies beside the CSV files where pyarrow is installed (typed, compressed)."""
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        return
+    import pandas as pd
+
+    full = pd.read_csv(
+        out / "timeline.csv",
+        dtype={k: str for k in ("device", "session", "participant", "group", "stimulus", "file")},
+        keep_default_na=False,
+    )
+    for name, df in (
+        ("timeline", full),
+        ("participant_stimulus", ps),
+        ("stimulus_by_group", gs),
+        ("sessions", sess),
+    ):
+        df.to_parquet(out / f"{name}.parquet", index=False)
 
 
 def _events_csv(conn, path: Path, filters: Filters, s_index, st_index) -> tuple[int, dict]:
@@ -507,27 +930,32 @@ def _figures(out, plots_by_session, stimuli, stim_session, session_all, session_
         if len(x) == 1:  # one sample (a photo): a bar, a stack needs two points
             x = np.array([x[0] - sp.width / 2, x[0] + sp.width / 2])
             means = np.repeat(means, 2, axis=0)
-        ax.stackplot(x, means.T, colors=[COLORS[lab] for lab in LABELS], step="mid")
+        ax.stackplot(x, means.T, colors=[COLORS[lab] for lab in LABELS], step="mid", zorder=2)
+        # stimuli: a band above the data and thin edges, so no emotion changes its colour
         for st in stimuli.get(dev, []):
             a, b = max(st.start, sp.t0), min(st.end, sp.t1)
             if b <= a:
                 continue
-            ax.axvspan(a - sp.t0, b - sp.t0, color="black", alpha=0.12, lw=0)
-            ax.axvline(a - sp.t0, color="black", lw=0.8)
+            ax.axvspan(a - sp.t0, b - sp.t0, ymin=1 / 1.08, ymax=1.0, color="#555", alpha=0.35)
+            for edge in (a, b):
+                ax.axvline(edge - sp.t0, ymax=1 / 1.08, color="black", lw=0.6, ls=":", zorder=3)
             ax.text(
                 a - sp.t0,
-                1.01,
-                st.label,
+                1.04,
+                " " + st.label,
                 fontsize=8,
-                va="bottom",
+                va="center",
                 ha="left",
-                transform=ax.get_xaxis_transform(),
-                clip_on=False,
+                clip_on=True,
             )
         ax.set_xlim(0, sp.t1 - sp.t0)
-        ax.set_ylim(0, 1)
+        ax.set_ylim(0, 1.08)
+        ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
+        origin = datetime.fromtimestamp(sp.t0, tz)
         ax.set_xlabel(
-            f"seconds from {datetime.fromtimestamp(sp.t0, tz).strftime('%Y-%m-%d %H:%M:%S')}"
+            f"seconds from {origin.strftime('%Y-%m-%d %H:%M:%S')}.{origin.microsecond // 1000:03d}"
+            if sp.t0 >= NO_CLOCK_END
+            else "seconds from the start (no clock time recorded)"
         )
         ax.set_ylabel("mean probability")
         span = session_info.get(key)
@@ -557,12 +985,13 @@ def _figures(out, plots_by_session, stimuli, stim_session, session_all, session_
         figs.append(
             (
                 "stimuli",
-                "Emotion profile per stimulus (mean over sessions, ± s.e.)",
+                "Emotion profile per stimulus (mean over sessions, 95 % t CI)",
                 _save(_bars(names, by_stim, "stimulus"), out / "stimuli_profile.png"),
             )
         )
 
-    # groups: sessions with a group tag, each session weighted once
+    # groups: sessions with a group tag, each session weighted once, over the stimuli's time
+    # where there are stimuli (the time between clips is no one's response)
     by_group: dict[str, list[np.ndarray]] = defaultdict(list)
     for key, acc in session_all.items():
         span = session_info.get(key)
@@ -573,7 +1002,8 @@ def _figures(out, plots_by_session, stimuli, stim_session, session_all, session_
         figs.append(
             (
                 "groups",
-                "Emotion profile per group (mean over sessions, ± s.e.)",
+                "Emotion profile per group (mean over sessions, stimulus time only where "
+                "stimuli exist; 95 % t CI)",
                 _save(_bars(names, by_group, "group"), out / "groups_profile.png"),
             )
         )
@@ -618,7 +1048,12 @@ def _bars(names: list[str], profiles: dict[str, list[np.ndarray]], what: str):
     for i, name in enumerate(names):
         arr = np.array(profiles[name])
         mean = arr.mean(axis=0)
-        err = arr.std(axis=0, ddof=1) / math.sqrt(len(arr)) if len(arr) > 1 else np.zeros_like(mean)
+        if len(arr) > 1:
+            from scipy import stats
+
+            err = stats.sem(arr, axis=0) * stats.t.ppf(0.975, len(arr) - 1)
+        else:  # one: its value, no interval (a zero-length bar would claim certainty)
+            err = np.full_like(mean, np.nan)
         ax.bar(
             x + (i - (len(names) - 1) / 2) * width,
             mean,
@@ -655,13 +1090,26 @@ def _fmt_ts(ts: float) -> str:
     return iso_utc(ts) if math.isfinite(ts) else "-"
 
 
-def _html(out, figs, counts, kinds, session_all, session_info, stim_session, filters) -> Path:
+def _html(
+    out,
+    figs,
+    counts,
+    kinds,
+    session_all,
+    session_info,
+    stim_session,
+    filters,
+    analysis=None,
+    photos=None,
+    warn=(),
+) -> Path:
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>emotion-edge report</title>",
         "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}"
         "img{max-width:100%;border:1px solid #ddd;margin:.5em 0}"
         "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;"
-        "padding:2px 8px;font-size:13px;text-align:left}th{background:#f3f3f3}</style>",
+        "padding:2px 8px;font-size:13px;text-align:left}th{background:#f3f3f3}"
+        ".warn{color:#a00;font-weight:bold}</style>",
         "</head><body><h1>emotion-edge report</h1>",
     ]
     f = filters
@@ -675,8 +1123,23 @@ def _html(out, figs, counts, kinds, session_all, session_info, stim_session, fil
     parts.append(
         f"<p>Made {html.escape(iso_utc(datetime.now().timestamp()))}; filters: "
         f"{html.escape('; '.join(flt) or 'none')}. Data: "
-        "<a href='timeline.csv'>timeline.csv</a>, <a href='events.csv'>events.csv</a>.</p>"
+        + ", ".join(
+            f"<a href='{n}'>{n}</a>"
+            for n in (
+                "timeline.csv",
+                "events.csv",
+                "sessions.csv",
+                "participant_stimulus.csv",
+                "stimulus_by_group.csv",
+                "mixed_model.csv",
+                "photos.csv",
+            )
+            if (out / n).exists()
+        )
+        + ".</p>"
     )
+    for line in warn:
+        parts.append(f"<p class='warn'>warning: {html.escape(line)}</p>")
     parts.append(
         _table(
             ["what", "count"],
@@ -728,7 +1191,22 @@ def _html(out, figs, counts, kinds, session_all, session_info, stim_session, fil
             )
         parts.append("<h2>Stimuli</h2>")
         parts.append(_table(["stimulus", "sessions", "face samples", *LABELS], srows))
+    if analysis is not None and analysis.by_group is not None and not analysis.by_group.empty:
+        parts.append("<h2>Group x stimulus</h2>")
+        parts.append(_group_html(analysis))
+    if photos:
+        parts.append("<h2>Photos</h2>")
+        parts.append(
+            _table(
+                ["device", "file", "capture time (EXIF)", "faces", "emotions (main face first)"],
+                [
+                    [ph.device, ph.file, photo_time(ph.ts) or "-", ph.faces, "; ".join(ph.emotions)]
+                    for ph in photos.values()
+                ],
+            )
+        )
     titles = {
+        "group_stimulus": "Group means per stimulus",
         "sessions": "Session timelines",
         "stimuli": "Per stimulus",
         "groups": "Groups",
@@ -745,3 +1223,57 @@ def _html(out, figs, counts, kinds, session_all, session_info, stim_session, fil
     page = out / "report.html"
     page.write_text("\n".join(parts), encoding="utf-8")
     return page
+
+
+def _f(v, fmt: str = ".3f") -> str:
+    return "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
+
+
+def _group_html(analysis) -> str:
+    gs, opts = analysis.by_group, analysis.options
+    first = gs.iloc[0]
+    faces = "every face" if opts.all_faces else "the main face of each sample"
+    tests = (
+        "Welch t / one-way ANOVA"
+        if opts.test == "parametric"
+        else "Mann-Whitney U / Kruskal-Wallis"
+    )
+    head = (
+        f"<p>Unit: participant ({faces}). Measure: {html.escape(str(first['measure']))}. "
+        f"Interval: {html.escape(str(first['ci_method']))}. Between groups: {tests}"
+        f", p adjusted by {html.escape(opts.correction)} over every stimulus x emotion. "
+        "See stimulus_by_group.csv.</p>"
+    )
+    rows = []
+    for r in gs.itertuples():
+        rows.append(
+            [
+                r.stimulus,
+                r.emotion,
+                r.group,
+                r.n,
+                _f(r.mean),
+                f"[{_f(r.ci_low)}, {_f(r.ci_high)}]" if math.isfinite(r.ci_low) else "-",
+                r.test or "-",
+                _f(r.p, ".3g"),
+                _f(r.p_adjusted, ".3g"),
+                f"{_f(r.effect_size)} {r.effect_size_kind}".strip(),
+                r.note,
+            ]
+        )
+    return head + _table(
+        [
+            "stimulus",
+            "emotion",
+            "group",
+            "n",
+            "mean",
+            "95 % CI",
+            "test",
+            "p",
+            "p adjusted",
+            "effect size",
+            "note",
+        ],
+        rows,
+    )

@@ -416,3 +416,123 @@ def open_store(target: str, migrate: bool = True) -> Store:
     if migrate:
         store.migrate()
     return store
+
+
+# -- reading a recording (the report) -----------------------------------------------------------
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+REQUIRED_TABLES = ("schema_version", "samples", "timeline_faces", "markers", "events")
+
+
+def open_readonly(target: str) -> Store:
+    """A recording opened to be read, never written: a SQLite file read-only (`mode=ro`, or
+    `immutable=1` on a read-only mount where SQLite cannot make its WAL index), PostgreSQL in
+    read-only transactions. An empty, foreign, corrupt or newer-schema database raises
+    StoreError with one line."""
+    url = db_url(target)
+    if url.startswith("sqlite"):
+        path = Path(url.split(":///", 1)[1])
+        engine = _readonly_sqlite_engine(path)
+    elif url.startswith("postgresql"):
+        engine = create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=2,
+            max_overflow=2,
+            connect_args={"options": "-c default_transaction_read_only=on"},
+        )
+    else:
+        raise StoreError(f"{redact(url)}: only SQLite files and postgresql:// URLs are supported")
+    store = Store(engine)
+    where = str(path) if url.startswith("sqlite") else redact(url)
+    try:
+        check_recording(store, where)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def _readonly_sqlite_engine(path: Path) -> Engine:
+    import sqlite3
+    from urllib.parse import quote
+
+    if not path.is_file():
+        raise StoreError(f"{path}: no such database file")
+    size = path.stat().st_size
+    if size == 0:
+        raise StoreError(f"{path}: empty file (0 bytes), not an emotion-edge recording")
+    with open(path, "rb") as f:
+        if f.read(16) != SQLITE_MAGIC:
+            raise StoreError(f"{path}: not a SQLite database (not an emotion-edge recording)")
+    base = f"file:{quote(str(path))}?mode=ro"
+    wal = path.with_name(path.name + "-wal")
+    mode = base
+    try:
+        con = sqlite3.connect(base, uri=True, timeout=30)
+        try:
+            con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            con.close()
+    except sqlite3.OperationalError as exc:
+        # a WAL database on a read-only mount: SQLite cannot create its -shm index; with no
+        # pending -wal content the file alone is the whole database and may be read as is
+        if wal.exists() and wal.stat().st_size > 0:
+            raise StoreError(
+                f"{path}: cannot open read-only ({exc}) and it has an unmerged {wal.name}: "
+                "copy the folder somewhere writable first"
+            ) from None
+        mode = f"file:{quote(str(path))}?immutable=1"
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path}: damaged or not a database ({exc})") from None
+
+    def connect():
+        return sqlite3.connect(mode, uri=True, timeout=30, check_same_thread=False)
+
+    engine = create_engine("sqlite://", creator=connect)
+
+    @event.listens_for(engine, "connect")
+    def _ro(dbapi_conn, _record):
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA query_only=ON")
+        cur.close()
+
+    return engine
+
+
+def check_recording(store: Store, where: str | None = None, quick_check: bool = True) -> int:
+    """The schema version of an emotion-edge recording; StoreError (one line) for an empty,
+    foreign, corrupt or newer one. SQLite runs `PRAGMA quick_check` (every page read once)."""
+    where = where or store.url
+    try:
+        with store.engine.connect() as conn:
+            if store.dialect == "sqlite" and quick_check:
+                res = [r[0] for r in conn.exec_driver_sql("PRAGMA quick_check(5)")]
+                if res != ["ok"]:
+                    said = " ".join(" ".join(str(x).split()) for x in res)[:200]
+                    raise StoreError(f"{where}: the database is damaged ({said})")
+            names = set(inspect_tables(conn))
+            if not names:
+                raise StoreError(f"{where}: an empty database (no tables): not a recording")
+            missing = [t for t in REQUIRED_TABLES if t not in names]
+            if missing:
+                raise StoreError(
+                    f"{where}: not an emotion-edge recording (no {', '.join(missing)} table)"
+                )
+            have = conn.execute(select(func.max(schema_version.c.version))).scalar() or 0
+    except sa_exc.DBAPIError as exc:
+        raise StoreError(f"{where}: cannot read the database: {_short(exc)}") from None
+    if have > SCHEMA_VERSION:
+        raise StoreError(
+            f"{where}: schema version {have} is newer than this emotion-edge's "
+            f"{SCHEMA_VERSION}: upgrade emotion-edge to report it"
+        )
+    if have < 1:
+        raise StoreError(f"{where}: no schema version recorded: not an emotion-edge recording")
+    return have
+
+
+def inspect_tables(conn: Connection) -> list[str]:
+    from sqlalchemy import inspect
+
+    return inspect(conn).get_table_names()

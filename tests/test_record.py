@@ -381,13 +381,16 @@ def test_jsonl_from_daemon_stdout_stored_once_and_reported(daemon_lines, tmp_pat
     assert proc.returncode == 0, proc.stderr
 
 
-def check_report_files(out: Path, expect_stimuli: bool, expect_groups: bool) -> None:
+def check_report_files(
+    out: Path, expect_stimuli: bool, expect_groups: bool, expect_day: bool = False
+) -> None:
     from matplotlib import image
 
     pngs = sorted(out.glob("*.png"))
     names = {p.name for p in pngs}
     assert any(n.startswith("session_") for n in names), names
-    assert any(n.startswith("device_") for n in names), names
+    # the mood over the day only for a recording longer than an hour (never for photos)
+    assert any(n.startswith("device_") for n in names) == expect_day, names
     assert ("stimuli_profile.png" in names) == expect_stimuli
     assert ("groups_profile.png" in names) == expect_groups
     for p in pngs:
