@@ -174,6 +174,7 @@ def stats_payload(
         "source": {
             "kind": source_kind,
             "reopen_count": _int(capture.get("reopen_count")),
+            "files_skipped": int(capture.get("files_skipped") or 0),
             "last_error": _str(capture.get("last_error")),
             "ended": bool(capture.get("ended", False)),
         },

@@ -9,7 +9,9 @@ false, and no budget adaptation: detection on every frame unless the config says
   speed of this machine; timeline samples every `interval_s` of clip time (0: every frame).
 - images: each photo is its own frame, detected and classified alone (no tracking across
   photos, no smoothing, no events): one timeline row per detected face per photo, with the
-  photo's file name, stamped with the file's modification time.
+  photo's file name, stamped with the file's modification time. Files that are no image, are
+  damaged or are over [source] max_image_pixels (read from the header, never decoded) are
+  skipped, counted (`files_skipped`) and logged once each.
 
 Payloads are queued to the same Writer as MQTT messages, through the same checks. A session
 marker pair (start at the first frame, end at the last) names the run, with the participant,
@@ -50,6 +52,7 @@ class OfflineSummary:
     faces: int = 0
     events: dict = field(default_factory=dict)
     errors: int = 0
+    files_skipped: int = 0  # images: not an image, damaged or over max_image_pixels
     elapsed_s: float = 0.0
     source_fps: float | None = None
 
@@ -285,6 +288,7 @@ def _record_images(cfg, writer, summary, progress, max_frames):
                 summary.faces += len(faces)
                 writer.submit(Pending(json.dumps(payload), None, None, time.time()))
     finally:
+        summary.files_skipped = src.files_skipped  # each logged once by the source
         src.close()
     summary.elapsed_s = round(time.monotonic() - started, 3)
     return (min(times), max(times)) if times else (time.time(), time.time())

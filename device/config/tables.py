@@ -42,6 +42,12 @@ class SourceConfig:
     reopen_max_s: float = setting(
         30.0, "longest delay between camera reopen attempts", min=0, min_exclusive=True
     )
+    max_image_pixels: int = setting(
+        50_000_000,
+        "images: a picture with more pixels (width x height, read from the file's header) is "
+        "skipped, counted and logged once, never decoded",
+        min=1,
+    )
 
 
 @dataclass

@@ -64,6 +64,7 @@ class Capture:
         self.frames_read = 0
         self.frames_dropped = 0
         self.reopen_count = 0
+        self._files_skipped_closed = 0  # image files skipped by sources closed since
         self.failures = 0  # consecutive, drives the backoff
         self.last_error: str | None = None
         self._read_times: deque[float] = deque(maxlen=60)
@@ -110,10 +111,18 @@ class Capture:
                 "frames_read": self.frames_read,
                 "frames_dropped": self.frames_dropped,
                 "reopen_count": self.reopen_count,
+                "files_skipped": self.files_skipped,
                 "last_error": self.last_error,
                 "ended": self._ended,
                 "source_open": self._source is not None,
             }
+
+    @property
+    def files_skipped(self) -> int:
+        """Image files the source skipped (undecodable, damaged, over max_image_pixels),
+        over every opening of it."""
+        current = getattr(self._source, "files_skipped", 0) if self._source is not None else 0
+        return self._files_skipped_closed + int(current)
 
     def _fps(self, times: list[float]) -> float:
         if len(times) < 2:
@@ -146,6 +155,7 @@ class Capture:
     def _close_source(self) -> None:
         src, self._source = self._source, None
         if src is not None:
+            self._files_skipped_closed += int(getattr(src, "files_skipped", 0))
             try:
                 src.close()
             except Exception as exc:  # closing a broken camera must not kill the thread

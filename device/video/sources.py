@@ -20,6 +20,7 @@ import numpy as np
 from emotion_edge.config import SOURCE_KINDS, SourceConfig
 from emotion_edge.errors import SourceError
 from emotion_edge.video.frames import Frame, to_gray
+from emotion_edge.video.image_files import UnreadableImage, read_image
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +228,7 @@ class ImageFolderSource:
         self.pace_fps: float | None = cfg.fps
         self.files: list[Path] = []
         self._pos = 0
-        self._bad: set[Path] = set()
+        self._bad: set[Path] = set()  # skipped files, each logged once
         self._good_this_pass = False
         self._pending: tuple[Path, np.ndarray] | None = None  # decoded by open()
         self._count = _Counter()
@@ -253,8 +254,6 @@ class ImageFolderSource:
     def _next_image(self):
         """(path, BGR image) of the next decodable file, looping as configured; None at the
         end; SourceError when a whole pass finds nothing decodable."""
-        import cv2
-
         while True:
             if self._pos >= len(self.files):
                 if not self._good_this_pass:
@@ -266,16 +265,22 @@ class ImageFolderSource:
                 self._pos, self._good_this_pass = 0, False
             p = self.files[self._pos]
             self._pos += 1
-            img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-            if img is None:
+            try:
+                img = read_image(p, self.cfg.max_image_pixels)
+            except UnreadableImage as why:
                 # Skip it (once-per-file warning) instead of failing: one bad file in a folder
                 # should not stop the others, and a reopen would only hit it again.
                 if p not in self._bad:
                     self._bad.add(p)
-                    log.warning("%s: cannot decode %s, skipped", self.name, p.name)
+                    log.warning("%s: %s skipped: %s", self.name, p.name, why)
                 continue
             self._good_this_pass = True
             return p, img
+
+    @property
+    def files_skipped(self) -> int:
+        """Files skipped since open: undecodable, damaged or over [source] max_image_pixels."""
+        return len(self._bad)
 
     def read(self) -> Frame | None:
         if not self.files:
