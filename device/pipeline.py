@@ -23,7 +23,7 @@ from emotion_edge import __version__
 from emotion_edge.classify.auto_select import classifier_stats
 from emotion_edge.classify.classifier import FaceClassifier
 from emotion_edge.config import AppConfig
-from emotion_edge.detect.detector import FaceDetector
+from emotion_edge.detect.detector import FaceDetector, detect_photo
 from emotion_edge.preprocess import eye_roll_deg, square_crop_box
 from emotion_edge.publish.base import Output
 from emotion_edge.stats import BudgetFigures, FrameCounters, StageTimes, stats_payload
@@ -183,6 +183,7 @@ class Pipeline:
         self.counters = FrameCounters()
         self._consecutive_errors = 0
         self._last_error_log = 0.0
+        self._last_photo: str | None = None
         self._rolls: dict[tuple, float] = {}  # roll (degrees) of each box of the last detection
         self._started_mono = time.monotonic()
         self._interval_start = self._started_mono
@@ -316,11 +317,18 @@ class Pipeline:
         gray = frame.image
         h, w = gray.shape[:2]
 
-        detected = self._since_detect + 1 >= self.budget.n
+        # A photo of a folder (images source) is a scene of its own: no face carries over from
+        # the previous photo, every face in it is looked for at once (all the detector's
+        # views) and announced at once (there is no next frame to confirm it in).
+        still = frame.name is not None
+        new_photo = still and frame.name != self._last_photo
+        self._last_photo = frame.name
+        gone = self.tracker.clear() if new_photo else []
+        detected = new_photo or self._since_detect + 1 >= self.budget.n
         t0 = time.monotonic()
         detect_ms = 0.0
         if detected:
-            detections = self.detector.detect(gray)
+            detections = detect_photo(self.detector, gray) if still else self.detector.detect(gray)
             detect_ms = (time.monotonic() - t0) * 1000.0
             self.times.add("detect", detect_ms)
             self.counters.detected += 1
@@ -331,12 +339,15 @@ class Pipeline:
         t1 = time.monotonic()
         if detected:
             boxes = [tuple(float(v) for v in d.box) for d in detections]
-            self._rolls = {b: eye_roll_deg(d.keypoints) for b, d in zip(boxes, detections)}
+            self._rolls = {
+                b: eye_roll_deg(d.keypoints) for b, d in zip(boxes, detections, strict=True)
+            }
             tracks, removed = self.tracker.update(
                 boxes, [d.score for d in detections], ts=frame.timestamp
             )
         else:
             tracks, removed = self.tracker.predict(), []
+        removed = gone + removed
         visible = [t for t in tracks if t.visible]
         # missed by the detector but still held (tracking.hold_s): kept in state and timeline
         # with their last probabilities, not classified at a box nobody saw
@@ -361,7 +372,9 @@ class Pipeline:
         ] + [FaceObservation(t.track_id, t.box, t.hits, p, detected=False) for t, p in carried]
         self._sync_model_version()
         self.smoother.forget(removed)
-        events = self.engine.update(obs, removed, frame.index, (w, h), frame.timestamp)
+        events = self.engine.update(
+            obs, removed, frame.index, (w, h), frame.timestamp, announce_now=still
+        )
         self.times.add("track", track_ms + (time.monotonic() - t3) * 1000.0)
 
         t4 = time.monotonic()
@@ -386,8 +399,8 @@ class Pipeline:
         self._interval_frames += 1
         self.budget.observe(total_ms, detected, detect_ms)
         observe = getattr(self.classifier, "observe_frame_ms", None)
-        if observe is not None:  # classify.auto_select: the other stages' share of the budget
-            observe(total_ms)
+        if observe is not None and not still:  # a photo has no frame budget to keep
+            observe(total_ms)  # classify.auto_select: the other stages' share of the budget
         return events
 
     def _sync_model_version(self) -> None:

@@ -280,6 +280,13 @@ class HaarDetector:
         return [Detection((float(x), float(y), float(w), float(h)), 1.0) for x, y, w, h in found]
 
 
+def detect_photo(detector: FaceDetector, gray: np.ndarray) -> list[Detection]:
+    """All faces of a still photo: every view at once where the detector has several (kind
+    auto: `scan_all`), else its one pass. A photo has no next frame to find a face in."""
+    scan_all = getattr(detector, "scan_all", None)
+    return scan_all(gray) if scan_all is not None else detector.detect(gray)
+
+
 def make_detector(cfg: DetectorConfig) -> FaceDetector:
     """The configured detector. A missing packaged BlazeFace file falls back to Haar with a
     warning; an explicit model_path that is missing, or any file failing its sha256, is a

@@ -21,7 +21,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from emotion_edge.detect.detector import Detection, DetectorConfig, FaceDetector, iou, make_detector
+from emotion_edge.detect.detector import (
+    Detection,
+    DetectorConfig,
+    FaceDetector,
+    detect_photo,
+    iou,
+    make_detector,
+)
 
 Box = tuple[float, float, float, float]  # x, y, w, h
 
@@ -119,7 +126,7 @@ def evaluate(
     for li in images:
         gray = read_gray(li.path)
         t0 = time.perf_counter()
-        dets = detector.detect(gray)
+        dets = detect_photo(detector, gray)
         ms = (time.perf_counter() - t0) * 1e3
         times.append(ms)
         tp, fp = match(dets, li.boxes, li.ignored, iou_thr)
@@ -143,7 +150,7 @@ def evaluate(
 
 def count_faces(detector: FaceDetector, path: str | Path) -> int:
     """Detections in one image (e.g. a photo with no human face, where 0 is right)."""
-    return len(detector.detect(read_gray(Path(path))))
+    return len(detect_photo(detector, read_gray(Path(path))))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         description="Recall/precision of a face detector on dlib imglab XML boxes.",
     )
     p.add_argument("xml", nargs="+", help="imglab XML file(s), e.g. dlib_faces/testing.xml")
-    p.add_argument("--kind", default="blazeface", help="blazeface | blazeface_full | haar")
+    p.add_argument(
+        "--kind", default=DetectorConfig.kind, help="auto | blazeface | blazeface_full | haar"
+    )
     p.add_argument("--min-score", type=float, default=DetectorConfig.min_score)
     p.add_argument("--min-face-px", type=int, default=DetectorConfig.min_face_px)
     p.add_argument("--iou", type=float, default=0.3, help="IoU for a match (default 0.3)")

@@ -200,8 +200,10 @@ class EventEngine:
         frame_index: int,
         frame_size: tuple[int, int],
         ts: float,
+        announce_now: bool = False,
     ) -> list[EmotionEvent]:
-        """Events for this frame. `ts` is the frame's capture time (epoch seconds)."""
+        """Events for this frame. `ts` is the frame's capture time (epoch seconds);
+        `announce_now` (a still photo) announces a face on its first detection."""
         cfg = self.cfg
         events: list[EmotionEvent] = []
         for ob in observations:
@@ -216,7 +218,7 @@ class EventEngine:
             if not ob.detected:
                 continue  # carried, not seen: nothing new to judge
             if not st.announced:
-                if ob.hits >= cfg.min_hits:
+                if announce_now or ob.hits >= cfg.min_hits:
                     st.announced, st.emotion = True, best
                     st.confidence = float(ob.probs[self.labels.index(best)])
                     events.append(
