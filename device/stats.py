@@ -137,6 +137,7 @@ def stats_payload(
     output_mode: str,
     output_stats: dict,
     classifier: dict | None = None,
+    detector_passes: dict | None = None,
 ) -> dict:
     """The `stats` payload (schemas/stats.schema.json) from the pipeline's figures
     (`classifier`: classify.auto_select.classifier_stats() of the pipeline's classifier)."""
@@ -170,6 +171,7 @@ def stats_payload(
         "faces": faces,
         "events": dict(counters.events),
         "detector": detector,
+        "detector_passes": {k: int(v) for k, v in (detector_passes or {}).items()},
         "classifier": classifier,
         "source": {
             "kind": source_kind,
