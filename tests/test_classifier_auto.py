@@ -64,7 +64,7 @@ def _fixed_costs(models, budget_ms, recover_frames=5, **kw):
         costs={PAIR: CostModel(0.0, 1.0), SINGLE: CostModel(0.0, 0.5)},
         recover_frames=recover_frames,
         ema_alpha=0.0,
-        **kw,
+        **{"warmup_frames": 0, "drop_frames": 1, **kw},
     )
 
 
@@ -114,7 +114,10 @@ def test_a_tiny_budget_switches_to_the_single_net_and_the_version_follows(models
     assert sel.active == PAIR  # nothing classified yet
     sel.classify(_frame(), [])  # no face: nothing to decide, nothing counted
     assert sel.active == PAIR and sel.stats()["frames_by_model"] == {PAIR: 0, SINGLE: 0}
-    probs = sel.classify(_frame(), [BOX])
+    for _ in range(2):  # over budget on 2 frames: not yet (drop_frames = 3)
+        sel.classify(_frame(), [BOX])
+    assert sel.active == PAIR
+    probs = sel.classify(_frame(), [BOX])  # the third: this frame already runs the single net
     assert sel.active == SINGLE and sel.name == SINGLE
     assert sel.version == load_metadata(DEFAULT_SINGLE_MODEL).version != pair_version
     np.testing.assert_allclose(probs, models[SINGLE].classify(_frame(), [BOX]), atol=1e-6)
@@ -122,8 +125,8 @@ def test_a_tiny_budget_switches_to_the_single_net_and_the_version_follows(models
         sel.classify(_frame(), [BOX])
     st = sel.stats()
     assert st["active"] == SINGLE and st["switches"] == 1
-    assert st["frames_by_model"] == {PAIR: 0, SINGLE: 41}
-    assert st["faces_by_model"] == {PAIR: 0, SINGLE: 41}
+    assert st["frames_by_model"] == {PAIR: 2, SINGLE: 41}
+    assert st["faces_by_model"] == {PAIR: 2, SINGLE: 41}
     assert "budget" in st["reason"]
 
 
@@ -131,10 +134,25 @@ def test_the_other_stages_time_counts_against_the_budget(models):
     sel = _fixed_costs(models, budget_ms=10.0)
     sel.classify(_frame(), [BOX])  # 1 ms for the pair: fits
     assert sel.active == PAIR
-    sel.observe_frame_ms(9.5 + sel._last_classify_ms)  # detect/track/publish took 9.5 ms
+    sel.observe_frame_ms(9.5 + sel._model_ms)  # detect/track/publish took 9.5 ms
     assert sel.stats()["other_stages_ms"] == pytest.approx(9.5, abs=1e-6)
     sel.classify(_frame(), [BOX])  # 9.5 + 1 > 10
     assert sel.active == SINGLE
+
+
+def test_the_first_frames_do_not_count_and_cropping_counts_as_other_stages(models):
+    sel = _fixed_costs(models, budget_ms=10.0, warmup_frames=3)
+    for _ in range(3):  # start-up frames allocate buffers: 500 ms is not the steady cost
+        sel.classify(_frame(), [BOX])
+        sel.observe_frame_ms(500.0)
+    assert sel.other_ms is None
+    sel.classify(_frame(), [BOX] * 3)
+    model_ms = sel._model_ms
+    assert 0 < model_ms < 50
+    sel.observe_frame_ms(model_ms + 2.0)
+    assert sel.other_ms == pytest.approx(2.0)
+    sel.classify(_frame(), [BOX])
+    assert sel.active == PAIR and sel.switches == 0
 
 
 def test_back_to_the_pair_only_after_it_fits_with_margin_for_n_frames(models):
@@ -157,11 +175,37 @@ def test_back_to_the_pair_only_after_it_fits_with_margin_for_n_frames(models):
 
 
 def test_a_face_count_on_the_edge_does_not_flap(models):
-    sel = _fixed_costs(models, budget_ms=10.0, recover_frames=5)
     gray = _frame()
+    sel = _fixed_costs(models, budget_ms=10.0, recover_frames=5)
     for i in range(60):  # 7 and 11 faces alternating: 7 fits, 11 breaks the budget
         sel.classify(gray, [BOX] * (7 if i % 2 else 11))
     assert sel.switches == 1 and sel.active == SINGLE
+    # by default one frame over is not a reason to drop the pair (the budget is a mean)
+    sel = _fixed_costs(models, budget_ms=10.0, recover_frames=5, drop_frames=3)
+    for i in range(60):
+        sel.classify(gray, [BOX] * (7 if i % 2 else 11))
+    assert sel.switches == 0 and sel.active == PAIR
+
+
+def test_a_quick_relapse_doubles_the_wait_for_the_pair(models):
+    gray = _frame()
+    sel = _fixed_costs(models, budget_ms=10.0, recover_frames=5)
+    sel.classify(gray, [BOX] * 11)
+    for _ in range(5):
+        sel.classify(gray, [BOX] * 7)
+    assert sel.active == PAIR and sel.switches == 2
+    sel.classify(gray, [BOX] * 11)  # over again right after coming back
+    assert sel.active == SINGLE and sel.recover_needed == 10
+    for _ in range(9):
+        sel.classify(gray, [BOX] * 7)
+    assert sel.active == SINGLE
+    sel.classify(gray, [BOX] * 7)
+    assert sel.active == PAIR and sel.switches == 4
+    for _ in range(50):  # the pair holds for 10 x recover_frames: the base count again
+        sel.classify(gray, [BOX] * 7)
+    assert sel.recover_needed == 5
+    sel.classify(gray, [BOX] * 11)
+    assert sel.active == SINGLE and sel.recover_needed == 5
 
 
 def test_learned_load_scales_both_models(models):
@@ -250,7 +294,7 @@ def test_stats_payload_reports_which_model_ran_and_is_schema_valid(models):
 
     sel = _fixed_costs(models, budget_ms=10.0)
     sel.classify(_frame(), [BOX] * 3)
-    sel.observe_frame_ms(4.0 + sel._last_classify_ms)
+    sel.observe_frame_ms(4.0 + sel._model_ms)
     sel.classify(_frame(), [BOX] * 12)  # over: the single net
     schema = json.loads(SCHEMA.read_text())
 

@@ -8,10 +8,14 @@ an EMA of how the running model's measured time compares with its start-up figur
 CPU slows both) and the other stages' time per frame (`observe_frame_ms`, from the pipeline).
 Before each frame it predicts the pair's cost for the faces in view:
 
-- pair running and `other + pair(n) > budget_ms`: switch to the single net at once;
+- pair running and `other + pair(n) > budget_ms` on `drop_frames` frames in a row: switch to
+  the single net (`other` includes cropping the faces, which costs the same for both models;
+  the first `warmup_frames` frames, which allocate buffers, are not counted);
 - single running: back to the pair only after `recover_frames` frames in a row on which
   `other + pair(n) <= recover_ratio * budget_ms` (hysteresis: a face count on the edge does
-  not flap the model);
+  not flap the model). A pair that breaks the budget again within `10 x recover_frames`
+  frames of coming back doubles the frames the next return needs (up to 8x), so a budget
+  that the pair only just fits costs a few switches, not one every second.
 - "auto" on a CPU without int8 dot-product instructions: the single net, always (the pair
   costs ~5x the `fer` peer per face there; cpu_features.py).
 
@@ -94,6 +98,8 @@ class ModelSelector:
         recover_ratio: float = 0.8,
         recover_frames: int = 30,
         ema_alpha: float = 0.1,
+        warmup_frames: int = 10,
+        drop_frames: int = 3,
     ):
         if not models or set(models) - {PAIR, SINGLE}:
             raise ValueError(f"models must be keyed {PAIR!r}/{SINGLE!r}, got {list(models)}")
@@ -110,6 +116,9 @@ class ModelSelector:
         self.recover_ratio = recover_ratio
         self.recover_frames = max(1, int(recover_frames))
         self.ema_alpha = ema_alpha
+        self.warmup_frames = max(0, int(warmup_frames))
+        self.drop_frames = max(1, int(drop_frames))
+        self.recover_needed = self.recover_frames  # doubles after a quick relapse
         self.labels = next(iter(labels))
         self.switches = 0
         self.frames_by_model = dict.fromkeys(self.models, 0)
@@ -117,7 +126,10 @@ class ModelSelector:
         self.other_ms: float | None = None  # EMA of the other stages' ms per frame
         self.load_factor = 1.0  # measured / start-up cost of whichever model ran
         self._fits_in_a_row = 0
-        self._last_classify_ms = 0.0
+        self._over_in_a_row = 0
+        self._frames_since_switch = 0  # frames with faces on the running model
+        self._model_ms = 0.0  # the emotion model's ms since the last observe_frame_ms
+        self._frames_observed = 0
         self._lock = threading.Lock()
 
         self.switching = mode == "auto" and len(self.models) == 2
@@ -186,11 +198,14 @@ class ModelSelector:
                 self._choose(n)
             name = self.active
         clf = self.models[name]
+        # cropping costs the same whichever model runs: it counts with the other stages, and
+        # only the model's own time teaches the cost model
+        faces = clf.preprocess(gray, boxes, rolls)
         t0 = time.perf_counter()
-        probs = clf.classify(gray, boxes, rolls)
+        probs = clf.predict_faces(faces)
         ms = (time.perf_counter() - t0) * 1000.0
         with self._lock:
-            self._last_classify_ms += ms
+            self._model_ms += ms
             if n:
                 self.frames_by_model[name] += 1
                 self.faces_by_model[name] += n
@@ -201,10 +216,13 @@ class ModelSelector:
 
     def observe_frame_ms(self, total_ms: float) -> None:
         """The frame's whole processing time (detect .. publish), once per frame after it:
-        what was not spent in classify() is the other stages' share of the budget."""
+        what the emotion model did not take is the other stages' share of the budget."""
         with self._lock:
-            other = max(0.0, float(total_ms) - self._last_classify_ms)
-            self._last_classify_ms = 0.0
+            other = max(0.0, float(total_ms) - self._model_ms)
+            self._model_ms = 0.0
+            self._frames_observed += 1
+            if self._frames_observed <= self.warmup_frames:
+                return  # the first frames allocate buffers and interpreters: not their cost
             if self.other_ms is None:
                 self.other_ms = other
             else:
@@ -219,13 +237,20 @@ class ModelSelector:
 
     def _choose(self, n: int) -> None:
         frame_ms = (self.other_ms or 0.0) + self.predicted_ms(PAIR, n)
+        self._frames_since_switch += 1
+        settled = self._frames_since_switch >= 10 * self.recover_frames
         if self.active == PAIR:
-            if frame_ms > self.budget_ms:
+            if settled:  # the pair held: the next return needs the base count again
+                self.recover_needed = self.recover_frames
+            self._over_in_a_row = self._over_in_a_row + 1 if frame_ms > self.budget_ms else 0
+            if self._over_in_a_row >= self.drop_frames:
+                if self.switches and not settled:  # came back too soon: wait longer next time
+                    self.recover_needed = min(2 * self.recover_needed, 8 * self.recover_frames)
                 self._switch(SINGLE, f"pair {frame_ms:.1f} ms > budget {self.budget_ms:g} ms")
             return
         if frame_ms <= self.budget_ms * self.recover_ratio:
             self._fits_in_a_row += 1
-            if self._fits_in_a_row >= self.recover_frames:
+            if self._fits_in_a_row >= self.recover_needed:
                 self._switch(
                     PAIR,
                     f"pair {frame_ms:.1f} ms fits {self.recover_ratio:g} x budget "
@@ -238,7 +263,7 @@ class ModelSelector:
         old = self.version
         self.active = name
         self.switches += 1
-        self._fits_in_a_row = 0
+        self._fits_in_a_row = self._over_in_a_row = self._frames_since_switch = 0
         self.reason = f"auto: {why}"
         log.info("emotion model %s -> %s (%s -> %s): %s", *_other(name), old, self.version, why)
 
