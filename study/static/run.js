@@ -259,7 +259,7 @@ function buildTimeline(cfg) {
   for (const clip of cfg.clips) {
     if (cfg.fixation_s > 0) {
       clips.push({type: jsPsychHtmlKeyboardResponse, stimulus: '<div class="fixation">+</div>',
-        choices: 'NO_KEYS', trial_duration: cfg.fixation_s * 1000,
+        choices: 'NO_KEYS', trial_duration: cfg.fixation_s * 1000, css_classes: ['clip'],
         on_start: () => { syncClock(5).catch(() => {}); }});
     }
     clips.push({type: jsPsychVideoKeyboardResponse, stimulus: [clip.url], choices: 'NO_KEYS',
