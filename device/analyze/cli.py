@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", metavar="KIND", help="face detector kind (see emotion-edge -h)")
     p.add_argument("--crops", action="store_true", help="add each face's JPEG (base64)")
     p.add_argument(
+        "--scan",
+        choices=("photo", "frame"),
+        default="photo",
+        help="files: every detector view (photo, default) or one pass (frame, faster)",
+    )
+    p.add_argument(
         "--max-upload-mb", type=float, default=10.0, metavar="MB", help="largest upload (10)"
     )
     p.add_argument(
@@ -110,7 +116,7 @@ def _limits(args: argparse.Namespace, cfg):
     )
 
 
-def analyse_files(cfg, limits, paths: list[str], crops: bool) -> int:
+def analyse_files(cfg, limits, paths: list[str], crops: bool, scan: str) -> int:
     from emotion_edge.analyze.analyzer import Analyzer
     from emotion_edge.analyze.image import ImageError
 
@@ -118,7 +124,7 @@ def analyse_files(cfg, limits, paths: list[str], crops: bool) -> int:
     failed = 0
     for path in paths:
         try:
-            result = analyzer.analyze(path, crops=crops)
+            result = analyzer.analyze(path, crops=crops, scan=scan)
         except (OSError, ImageError) as exc:
             log.error("%s: %s", path, getattr(exc, "strerror", None) or exc)
             failed += 1
@@ -192,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         limits = _limits(args, cfg)
         if args.web:
             return serve(cfg, limits)
-        return analyse_files(cfg, limits, args.images, args.crops)
+        return analyse_files(cfg, limits, args.images, args.crops, args.scan)
     except EmotionEdgeError as exc:
         log.error("%s", exc)
         return EXIT_USER_ERROR

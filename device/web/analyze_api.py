@@ -5,7 +5,8 @@ Routes (added to the live view's aiohttp app by `AnalyzeAPI.add_routes`):
   POST /api/v1/analyze       one image: a multipart form field `image` (curl -F image=@x.jpg),
                              a raw JPEG/PNG body (Content-Type image/jpeg, image/png or
                              application/octet-stream) or JSON {"image": "<base64>"}; options
-                             crops, annotated (true/false) and top_k (1..labels) as query
+                             crops, annotated (true/false), top_k (1..labels) and scan
+                             (photo: every detector view, the default; frame: one pass) as query
                              parameters, form fields or JSON keys
   GET  /api/v1/openapi.json  the OpenAPI 3.1 document of the above
   GET  /analyze              a page to drop a photo on (static/analyze.html)
@@ -52,6 +53,8 @@ PAGE_PATH = "/analyze"
 RAW_TYPES = ("image/jpeg", "image/png", "application/octet-stream", "image/jpg")
 NO_STORE = {"Cache-Control": "no-store"}
 CHUNK = 64 * 1024
+OPTIONS = ("crops", "annotated", "top_k", "scan")
+SCANS = ("photo", "frame")
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
@@ -215,6 +218,7 @@ class AnalyzeAPI:
             image,
             crops=opts["crops"],
             annotated=opts["annotated"],
+            scan=opts["scan"],
             top_k=opts["top_k"],
             request_id=request_id,
         )
@@ -232,7 +236,7 @@ class AnalyzeAPI:
                 "too_large",
                 f"upload too large: {declared} bytes, the limit is {lim.max_bytes} bytes of image",
             )
-        opts = {k: request.query[k] for k in ("crops", "annotated", "top_k") if k in request.query}
+        opts = {k: request.query[k] for k in OPTIONS if k in request.query}
         if ctype.startswith("multipart/"):
             image = await self._read_multipart(request, opts)
         elif ctype == "application/json":
@@ -252,7 +256,7 @@ class AnalyzeAPI:
                 image = base64.b64decode(text, validate=True)
             except (binascii.Error, ValueError):
                 raise ApiError(400, "bad_base64", '"image" is not valid base64') from None
-            for k in ("crops", "annotated", "top_k"):
+            for k in OPTIONS:
                 if k in doc:
                     opts[k] = doc[k]
         elif ctype in RAW_TYPES or not ctype:
@@ -280,7 +284,7 @@ class AnalyzeAPI:
                 name = part.name or ""
                 if name in ("image", "file") and image is None:
                     image = await _read_limited(part, lim.max_bytes, lim.max_bytes)
-                elif name in ("crops", "annotated", "top_k"):
+                elif name in OPTIONS:
                     opts[name] = (await _read_limited(part, 64, 64)).decode("ascii", "replace")
                 else:
                     await part.release()  # an unknown field is read past, not kept
@@ -306,9 +310,13 @@ class AnalyzeAPI:
             raise ApiError(400, "bad_option", f"top_k: expected an integer, got {got!r}") from None
         if not 1 <= top_k <= n_labels:
             raise ApiError(400, "bad_option", f"top_k: must be 1..{n_labels}, got {top_k}")
+        scan = str(opts.get("scan", "photo")).strip().lower()
+        if scan not in SCANS:
+            raise ApiError(400, "bad_option", f"scan: photo or frame, got {scan[:20]!r}")
         return {
             "crops": _flag(opts.get("crops", False), "crops"),
             "annotated": _flag(opts.get("annotated", False), "annotated"),
+            "scan": scan,
             "top_k": top_k,
         }
 

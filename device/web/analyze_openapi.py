@@ -123,6 +123,13 @@ def openapi_document(labels: tuple[str, ...] | list[str], limits) -> dict:
             "default": min(limits.top_k_default, len(labels)),
             "description": "How many ranked emotions per face in `top`",
         },
+        "scan": {
+            "type": "string",
+            "enum": ["photo", "frame"],
+            "default": "photo",
+            "description": "photo: every view of the detector, as the daemon scans a photo "
+            "(finds more and smaller faces); frame: one pass, as on a camera frame (faster)",
+        },
     }
     err_ref = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     responses = {
