@@ -653,3 +653,40 @@ def test_browser_drop_a_photo_shows_boxes_and_bars(server, samples_dir, tmp_path
         assert not logs, logs  # no CSP violation, no script error
     finally:
         drv.quit()
+
+
+def test_daemon_web_serves_the_api_beside_the_live_view(tmp_path, samples_dir):
+    """`emotion-edge --web`: the live view at /, the analysis API and page beside it."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(samples_dir / "face_recognition/obama_small.jpg", folder / "a.jpg")
+    port = free_port()
+    script = Path(sys.executable).with_name("emotion-edge")
+    cmd = [str(script)] if script.is_file() else [sys.executable, "-m", "emotion_edge.cli"]
+    err = (tmp_path / "daemon.log").open("wb")
+    proc = subprocess.Popen(
+        [*cmd, "--source", f"images:{folder}", "--dry-run", "--web", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=err,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, (tmp_path / "daemon.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "no /healthz"
+            try:
+                if get(port, "/healthz")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.3)
+        status, _, body = get(port, "/")
+        assert status == 200 and b"live view" in body  # the camera's page, not a redirect
+        assert get(port, "/analyze")[0] == 200
+        photo = (samples_dir / TWO).read_bytes()
+        status, _, raw = post(port, photo, "image/jpeg", path="/api/v1/analyze?scan=frame")
+        assert status == 200, raw[:300]
+        assert finds_both([f["box"] for f in json.loads(raw)["faces"]])
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(30)
+    assert rc == 0, (tmp_path / "daemon.log").read_text()[-2000:]
