@@ -153,7 +153,12 @@ def record_parser() -> argparse.ArgumentParser:
     j = p.add_argument_group("JSON lines")
     j.add_argument("--jsonl", metavar="FILE", help="read JSON lines from FILE ('-': stdin)")
     s = p.add_argument_group("in-process source")
-    s.add_argument("--source", metavar="KIND:URI", help="video:FILE or images:FOLDER")
+    s.add_argument(
+        "--source",
+        metavar="KIND:URI",
+        help="video:FILE, images:FOLDER, or videos:DIR|FILE,FILE,... (one session per file, "
+        "--jobs worker processes, files already recorded are skipped)",
+    )
     s.add_argument("--config", metavar="TOML", help="daemon config for the in-process pipeline")
     s.add_argument("--model", metavar="PATH", help="int8 emotion .tflite (default: the packaged)")
     s.add_argument("--detector", metavar="KIND", help="blazeface | blazeface_full | haar")
@@ -170,14 +175,39 @@ def record_parser() -> argparse.ArgumentParser:
     s.add_argument("--group", metavar="NAME", help="participant group (the report compares groups)")
     s.add_argument("--tag", action="append", default=[], metavar="TAG", help="free tag (repeat)")
     s.add_argument(
+        "--meta",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="session metadata (repeat): a column of the report's sessions.csv",
+    )
+    s.add_argument(
         "--schedule",
         metavar="CSV",
         help="stimulus,start,end offsets in seconds from the start (or M:SS), one per line",
     )
     s.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="videos:: worker processes (default: the CPU count)",
+    )
+    s.add_argument(
+        "--participant-from",
+        metavar="PATTERN|CSV",
+        help="videos:: the participant from the file name ('{stem}', '{name}', '{parent}') or "
+        "a CSV mapping file,participant[,group,KEY...] (extra columns: session metadata)",
+    )
+    s.add_argument(
+        "--annotate",
+        metavar="DIR",
+        help="images:: write a copy of each photo with its faces' boxes and top emotions here",
+    )
+    s.add_argument(
         "--start",
         metavar="TIME",
-        help="wall-clock time of the clip's first frame (ISO 8601 or epoch; default now)",
+        help="wall-clock time of the clip's first frame (ISO 8601 or epoch; default: the "
+        "file's recorded creation time, else 2000-01-01T00:00:00Z)",
     )
     s.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames/photos")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -230,6 +260,10 @@ def _record(args) -> int:
     inputs = [x for x in (args.mqtt_host, args.jsonl, args.source) if x]
     if len(inputs) != 1:
         raise UserError("give exactly one input: --mqtt-host, --jsonl or --source")
+    if args.source and args.source.startswith("videos:"):
+        from emotion_edge_record.videos import record_videos
+
+        return record_videos(args)
     if args.max_payload_bytes < 1:
         raise UserError("--max-payload-bytes must be >= 1")
     if not 0 < args.takeover_backoff <= 3600:  # NaN fails too
@@ -272,6 +306,8 @@ def _record(args) -> int:
                 participant=args.participant,
                 group=args.group,
                 tags=tuple(args.tag),
+                meta=parse_meta(args.meta),
+                annotate=args.annotate,
                 schedule=args.schedule,
                 start_ts=start_ts,
                 progress=not args.no_progress,
@@ -320,6 +356,16 @@ def _delete_participant(args) -> int:
     if args.stats_json:
         Path(args.stats_json).write_text(json.dumps(out.as_dict(), indent=2) + "\n")
     return EXIT_OK
+
+
+def parse_meta(items: list[str]) -> dict[str, str]:
+    meta = {}
+    for kv in items:
+        k, sep, v = kv.partition("=")
+        if not sep or not k:
+            raise UserError(f"--meta {kv!r}: KEY=VALUE")
+        meta[k] = v
+    return meta
 
 
 def _record_mqtt(args, writer) -> None:

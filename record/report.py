@@ -51,6 +51,7 @@ from emotion_edge_record.store import (
     samples,
     timeline_faces,
 )
+from emotion_edge_record.timebase import NO_CLOCK_END, NO_CLOCK_EPOCH
 from sqlalchemy import and_, func, select
 from sqlalchemy import exc as sa_exc
 
@@ -368,11 +369,6 @@ SESSION_COLUMNS = [
     "tags",
     "overlaps",
 ]
-# offline recordings without a clock (photos without EXIF time, videos without a recorded
-# creation time and no --start) are stamped from this fixed epoch, 2000-01-01T00:00:00Z;
-# the report shows no time of day for rows before NO_CLOCK_END
-NO_CLOCK_EPOCH = 946684800.0
-NO_CLOCK_END = NO_CLOCK_EPOCH + 1e7
 
 
 def make_report(
@@ -663,7 +659,7 @@ def _photos(conn, filters: Filters, s_index: SpanIndex) -> dict[tuple[str, str],
 
 
 def photo_time(ts: float) -> str:
-    """The capture time of a photo, or '' where it had none (stamped from NO_CLOCK_EPOCH)."""
+    """The capture time of a photo, or '' where it had none (timebase.NO_CLOCK_EPOCH)."""
     return "" if NO_CLOCK_EPOCH <= ts < NO_CLOCK_END else iso_utc(ts)
 
 

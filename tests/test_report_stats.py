@@ -289,3 +289,24 @@ def test_baseline_and_option_errors_are_one_line(tmp_path):
         _g, _h, _rest, a, b = DESIGN[r["participant"]]
         want = 0.0 if r["stimulus"] == "clip-A" else b - a
         assert float(r["d_happy"]) == pytest.approx(want, abs=1e-9)
+
+
+def test_postgres_gives_the_same_tables(tmp_path):
+    """The same study through a real PostgreSQL (tests/pg_cluster.py): identical tables."""
+    from pg_cluster import PgCluster
+
+    cluster = PgCluster.create()
+    try:
+        url = cluster.new_database()
+        src = tmp_path / "study.jsonl"
+        study_jsonl(src)
+        outs = {}
+        for name, db in (("sqlite", str(tmp_path / "s.sqlite")), ("pg", url)):
+            outs[name] = tmp_path / name
+            p = record_and_report(db, src, outs[name], "--baseline", "pre:2", "--no-plots")
+            assert p.returncode == 0, p.stderr
+        for f in ("participant_stimulus.csv", "stimulus_by_group.csv", "sessions.csv"):
+            assert (outs["pg"] / f).read_text() == (outs["sqlite"] / f).read_text(), f
+        check_study(outs["pg"], baseline=True)
+    finally:
+        cluster.destroy()
