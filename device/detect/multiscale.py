@@ -234,6 +234,20 @@ def scan_plan(fw: int, fh: int, far_scale: float, tile: int, cycle: int) -> list
     return views
 
 
+@dataclass
+class _Seen:
+    """A face the detector found: where, how many runs ago, and when a roi view last looked."""
+
+    det: Detection
+    age: int
+    roi_at: int
+
+
+ROI_PX = 96  # roi view input side: the face at ~38 px, inside the net's reliable band
+ROI_SIDE = 2.5  # roi view side in face sizes
+MAX_ROI_PER_FRAME = 6
+
+
 class MultiScaleDetector:
     """Detector kind "auto": near + round-robin far/mid tiles + roi re-detection (see above)."""
 
@@ -251,7 +265,8 @@ class MultiScaleDetector:
         self._plan_key: tuple[int, int] | None = None
         self._cycle = 0
         self._next = 0
-        self._memory: list[tuple[Detection, int]] = []  # (last detection, runs since seen)
+        self._memory: list[_Seen] = []
+        self._runs = 0
         self.passes: Counter[str] = Counter()  # views run, by kind (stats)
         self.last_passes: list[str] = []
         self.last_ms: dict[str, float] = {}
@@ -280,10 +295,13 @@ class MultiScaleDetector:
         return out
 
     def _roi_views(self, near: list[Detection], fw: int, fh: int) -> list[View]:
-        views = []
-        for d, _age in self._memory:
-            x, y, w, h = d.box
-            if self.near_covers(d.box, fw, fh):
+        """Squares around remembered small faces the near view did not find again: at most
+        MAX_ROI_PER_FRAME, those looked at least recently first (with more faces, each is
+        found every other frame or so, and the tracker holds it between)."""
+        todo = []
+        for seen in self._memory:
+            x, y, w, h = seen.det.box
+            if self.near_covers(seen.det.box, fw, fh):
                 continue
             cx, cy = x + w / 2, y + h / 2
             if any(
@@ -291,10 +309,17 @@ class MultiScaleDetector:
                 for n in near
             ):
                 continue
-            side = max(w, h) * 2.5  # the face at ~51 px of 128, room to move
+            todo.append(seen)
+        todo.sort(key=lambda seen: seen.roi_at)
+        views = []
+        for seen in todo[:MAX_ROI_PER_FRAME]:
+            seen.roi_at = self._runs
+            x, y, w, h = seen.det.box
+            cx, cy = x + w / 2, y + h / 2
+            side = max(w, h) * ROI_SIDE  # the face at ~38 px of 96, room to move
             views.append(
                 View(
-                    "roi", cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2, 128.0 / side
+                    "roi", cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2, ROI_PX / side
                 )
             )
         return views
@@ -317,7 +342,7 @@ class MultiScaleDetector:
             timing[v.kind] = timing.get(v.kind, 0.0) + (time.perf_counter() - tv) * 1e3
             kinds.append(v.kind)
         tv = time.perf_counter()
-        remembered = [d for d, _ in self._memory]
+        remembered = [m.det for m in self._memory]
         fresh = [d for d in fuse(scanned, self.cfg.nms_iou) if not _near_any(d, known + remembered)]
         known_scanned = [d for d in scanned if d not in fresh]
         confirmed = self._confirm(gray, fresh)
@@ -369,13 +394,17 @@ class MultiScaleDetector:
         return out
 
     def _remember(self, found: list[Detection]) -> None:
-        kept = [(d, 0) for d in found]
-        for d, age in self._memory:
-            if age + 1 >= self.hold_frames:
+        """Faces to look for around next time: this run's, and older ones not found again for
+        fewer than roi_hold_runs runs (a face the detector missed once is not gone)."""
+        self._runs += 1
+        kept = []
+        for d in found:
+            prev = [m for m in self._memory if _overlap(m.det.box, d.box)]
+            kept.append(_Seen(d, 0, min((m.roi_at for m in prev), default=-1)))
+        for m in self._memory:
+            if m.age + 1 >= self.hold_frames or any(_overlap(m.det.box, k.det.box) for k in kept):
                 continue
-            if any(_overlap(d.box, k.box) for k, _ in kept):
-                continue
-            kept.append((d, age + 1))
+            kept.append(_Seen(m.det, m.age + 1, m.roi_at))
         self._memory = kept
 
     def reset(self) -> None:
