@@ -384,6 +384,10 @@ def test_frame_tap_keeps_nothing_unless_watched():
     view.poke(linger_s=5.0)
     view.on_frame(_frame(), obs)
     assert view.snapshot() is not None
+    # a face the tracker carries through a detection miss stays, marked as not detected
+    carried = FaceObservation(3, (12.0, 20.0, 100.0, 100.0), 5, probs, detected=False)
+    view.on_frame(_frame(), [carried])
+    assert [f.detected for f in view.snapshot().faces] == [False]
 
 
 def test_annotated_picture_has_the_face_box_in_its_colour():

@@ -137,9 +137,9 @@ class LiveView:
             info = self._face_info(ob.face_id)
             if info is None or not info[0]:
                 continue  # not announced yet (tracking.min_hits): not shown either
-            # `detected` comes with the tracker's carried boxes; older observations lack it
-            detected = bool(getattr(ob, "detected", True))
-            live.append(LiveFace(ob.face_id, ob.box, ob.probs, frame.timestamp - info[1], detected))
+            live.append(
+                LiveFace(ob.face_id, ob.box, ob.probs, frame.timestamp - info[1], ob.detected)
+            )
         scene = self._scene(frame, bool(faces))
         with self._lock:
             self._seq += 1
