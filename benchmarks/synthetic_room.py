@@ -89,6 +89,7 @@ def score_clip(truth: scenes.Truth, rec: daemon_run.RunRecord) -> dict:
         "identity": score.identity_scores(truth, assoc),
         "changed": score.changed_scores(truth, rec.scorer_events(), assoc),
         "read_right": score.read_right_scores(truth, rec.scorer_samples(), assoc),
+        "switch_readable": score.switch_readable_scores(truth, rec.scorer_samples(), assoc),
         "events": {
             k: sum(1 for e in rec.events if e["kind"] == k)
             for k in ("appeared", "changed", "disappeared")
@@ -113,12 +114,14 @@ def pooled(per_clip: dict[str, dict]) -> dict:
     for key in clips[0]["read_right"]:
         k = sum(c["read_right"][key]["right"] for c in clips)
         n = sum(c["read_right"][key]["judged"] for c in clips)
-        rr[key] = score._rate(k, n)
+        faces = sum(c["read_right"][key]["faces"] for c in clips)
+        rr[key] = {**score._rate(k, n), "faces": faces}
     return {
         "detection": merge_pr([c["detection"] for c in clips]),
         "tracked": merge_pr([c["tracked"] for c in clips]),
         "identity": {
             "persons": persons,
+            "persons_tracked": sum(i["persons_tracked"] for i in ident),
             "id_switches": switches,
             "id_switches_per_person": round(switches / persons, 3) if persons else None,
             "max_id_switches": max(i["max_id_switches"] for i in ident),
@@ -131,6 +134,14 @@ def pooled(per_clip: dict[str, dict]) -> dict:
             "false_per_face_minute": round(ch["false_constant"] / minutes, 3) if minutes else None,
         },
         "read_right": rr,
+        "switch_readable": score._rate(
+            sum(c["switch_readable"]["readable"] for c in clips),
+            sum(c["switch_readable"]["switches"] for c in clips),
+        ),
+        "events": merge_counts(
+            [c["events"] for c in clips], ("appeared", "changed", "disappeared")
+        ),
+        "undetected_carried": sum(c["undetected_carried"] for c in clips),
     }
 
 
@@ -242,7 +253,10 @@ def _pr_cell(d: dict, what: str = "recall") -> str:
 
 
 def _rate_cell(d: dict) -> str:
-    return "-" if d.get("rate") is None else f"{d['rate']:.2f} ({d['right']}/{d['judged']})"
+    if d.get("rate") is None:
+        return "-"
+    faces = f", {d['faces']} faces" if "faces" in d else ""
+    return f"{d['rate']:.2f} ({d['right']}/{d['judged']}{faces})"
 
 
 def markdown(result: dict) -> str:
@@ -283,11 +297,12 @@ def markdown(result: dict) -> str:
         row(f"tracked faces recall, {b} px", "", lambda r, b=b: _pr_cell(r["room"]["tracked"][b]))
     row("tracked faces precision", "", lambda r: _pr_cell(r["room"]["tracked"]["all"], "precision"))
     row(
-        "ID switches per person (max)",
+        "ID switches per person (max; persons tracked)",
         "<= 1",
         lambda r: (
             f"{r['room']['identity']['id_switches_per_person']:.2f} "
-            f"({r['room']['identity']['max_id_switches']})"
+            f"(max {r['room']['identity']['max_id_switches']}; "
+            f"{r['room']['identity']['persons_tracked']}/{r['room']['identity']['persons']})"
         ),
     )
     row("track fragments (same id resumed)", "", lambda r: str(r["room"]["identity"]["fragments"]))
@@ -298,6 +313,11 @@ def markdown(result: dict) -> str:
             f"{r['room']['changed']['recall']:.2f} "
             f"({r['room']['changed']['told']}/{r['room']['changed']['switches']})"
         ),
+    )
+    row(
+        "switches the smoothed label showed within 2 s (ceiling)",
+        "",
+        lambda r: _rate_cell(r["room"]["switch_readable"]),
     )
     row(
         "false `changed` per face-minute",
@@ -366,6 +386,54 @@ def markdown(result: dict) -> str:
         "",
         lambda r: f"{r['clips']['room']['fps_processed']}",
     )
+    row(
+        "events appeared / changed / disappeared",
+        "",
+        lambda r: "{appeared} / {changed} / {disappeared}".format(**r["room"]["events"]),
+    )
+    row("face-frames carried undetected", "", lambda r: str(r["room"]["undetected_carried"]))
+    return "\n".join(rows)
+
+
+def variants_note(result: dict) -> str:
+    """What each variant is, and what "before" could not pin."""
+    lines = []
+    for name, v in result["variants"].items():
+        over = "; ".join(
+            f"{t}.{k}={val}" for t, kv in v["overrides"].items() for k, val in kv.items()
+        )
+        lines.append(f"- `{name}`: {over or 'the current defaults (AppConfig())'}")
+    if result.get("before_unpinned_keys"):
+        lines.append(
+            "- keys added since that `before` runs at their current defaults: "
+            + ", ".join(result["before_unpinned_keys"])
+        )
+    clips = ", ".join(
+        f"{n} ({c['frames']} frames, {c['persons']} people, {c['switches']} switches)"
+        for n, c in result["clips"].items()
+    )
+    lines.append(f"- clips: {clips}; {result['seconds']:.0f} s in all")
+    return "\n".join(lines)
+
+
+def clip_table(result: dict) -> str:
+    """One row per clip and variant: the headline figures of each scene."""
+    rows = [
+        "| clip | variant | recall 24-40 | recall 40+ | precision | ID switches (persons) "
+        "| `changed` told | false / face-min | read right |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, v in result["variants"].items():
+        for clip, c in v["clips"].items():
+            d, ch = c["detection"], c["changed"]
+            fpm = ch["false_per_face_minute"]
+            rows.append(
+                f"| {clip} | {name} | {_pr_cell(d['24-40'])} | {_pr_cell(d['40+'])} "
+                f"| {_pr_cell(d['all'], 'precision')} "
+                f"| {c['identity']['id_switches']} ({c['identity']['persons']}) "
+                f"| {ch['told']}/{ch['switches']} | {'-' if fpm is None else f'{fpm:.2f}'} "
+                f"| {_rate_cell(c['read_right']['all'])} |"
+            )
     return "\n".join(rows)
 
 
@@ -403,7 +471,7 @@ def run(args) -> dict:
             f"{len(truth.switches)} switches ({time.perf_counter() - t:.1f} s)"
         )
 
-    pins, unpinned = daemon_run.before_pins()
+    pins, dropped, unpinned = daemon_run.before_pins()
     variants: dict[str, dict] = {}
     if "before" in args.variants:
         variants["before"] = pins
@@ -418,6 +486,7 @@ def run(args) -> dict:
         "seed": args.seed,
         "adaptive": args.adaptive,
         "before_pins": pins,
+        "before_pins_dropped": dropped,
         "before_unpinned_keys": unpinned,
         "box_rule": scenes.Truth.box_rule,
         "clips": {
@@ -529,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args)
     out_dir = Path(args.out)
     write_json(result, out_dir / "synthetic_room.json")
-    table = markdown(result)
+    table = markdown(result) + "\n\nPer clip:\n\n" + clip_table(result)
     (out_dir / "synthetic_room.md").write_text(
         f"# Synthetic room ({'quick' if args.quick else 'full'})\n\n`{result['command']}`\n\n"
         + table

@@ -193,7 +193,7 @@ def test_overrides_parse():
 def test_daemon_run_sees_every_frame_on_clip_time(clip):
     """The harness: the real pipeline gets every frame, in order, stamped with clip time."""
     video, truth = clip
-    pins, _ = daemon_run.before_pins()
+    pins, _, _ = daemon_run.before_pins()
     cfg = daemon_run.make_config(video, False, pins)
     rec, pipe = daemon_run.run_clip(cfg, truth.fps)
     assert rec.frames == truth.n_frames
@@ -201,3 +201,28 @@ def test_daemon_run_sees_every_frame_on_clip_time(clip):
     assert sorted(rec.boxes) == list(range(truth.n_frames))  # detection on every frame
     assert pipe.clock() == pytest.approx(daemon_run.T0 + (truth.n_frames - 1) / truth.fps)
     assert rec.detector == "blazeface"
+
+
+def test_switch_readable_is_the_ceiling_for_changed(clip):
+    """Switches whose new label the smoothed timeline showed within 2 s, told or not."""
+    _, truth = clip
+    assoc = score.associate(truth, perfect_tracks(truth))
+
+    def samples(shown):
+        out = []
+        for i in range(truth.n_frames):
+            faces = [
+                {"face_id": int(f[0]) + 1, "emotion": shown(int(f[0]), i)} for f in truth.faces[i]
+            ]
+            out.append({"frame": i, "faces": faces})
+        return out
+
+    truthful = samples(lambda p, i: score.label_at(truth, p, i)[0])
+    stuck = samples(lambda p, i: truth.persons[p]["segments"][0]["label"])
+    assert score.switch_readable_scores(truth, truthful, assoc)["readable"] == 4
+    # a label stuck at the first expression shows no later switch (a switch back to the
+    # first label would count: it is shown)
+    back = sum(
+        s["to"] == truth.persons[s["person"]]["segments"][0]["label"] for s in truth.switches
+    )
+    assert score.switch_readable_scores(truth, stuck, assoc)["readable"] == back

@@ -88,13 +88,13 @@ class SceneSpec:
 
 
 def default_scenes(quick: bool = False) -> list[SceneSpec]:
-    """near: one close-up 180-380 px; room: six faces 20-125 px; mixed: 25-345 px.
+    """near: one close-up 180-380 px (about ten faces); room: six faces 20-125 px; mixed: 25-345 px.
 
     `quick` halves every duration (fewer switches; for tuning loops, not for reporting)."""
     k = 0.5 if quick else 1.0
     near = SceneSpec(
         "near",
-        40.0 * k,
+        60.0 * k,
         "coffee",
         (PersonSpec(320, 250, 280, sway_x=50, sway_y=15, zoom=0.35, roll_deg=15),),
         about="one participant close to the camera, leaning in and out (face 180-380 px)",

@@ -170,6 +170,7 @@ def identity_scores(truth: Truth, assoc: dict[int, dict[int, int]]) -> dict:
     total = sum(v["id_switches"] for v in per.values())
     return {
         "persons": n,
+        "persons_tracked": sum(1 for v in per.values() if v["ids"]),  # ever given a face_id
         "id_switches": total,
         "id_switches_per_person": round(total / n, 3) if n else None,
         "max_id_switches": max((v["id_switches"] for v in per.values()), default=0),
@@ -253,6 +254,28 @@ def changed_scores(truth: Truth, events: list[dict], assoc: dict[int, dict[int, 
     }
 
 
+def switch_readable_scores(
+    truth: Truth, samples: list[dict], assoc: dict[int, dict[int, int]]
+) -> dict:
+    """Switches after which the face's smoothed leading label (timeline samples) showed the
+    new label within 2 s: the most `changed` could tell with this classifier and smoothing.
+    A switch that is readable but not told was held back by the event rules."""
+    by_person: dict[int, list[tuple[float, str]]] = defaultdict(list)
+    for s in samples:
+        i = int(s["frame"])
+        for face in s["faces"]:
+            p = assoc.get(i, {}).get(int(face["face_id"]))
+            if p is not None:
+                by_person[p].append((i / truth.fps, face["emotion"]))
+    readable = 0
+    for sw in truth.switches:
+        t0, t1 = sw["t_s"] - CHANGED_EARLY_S, sw["t_s"] + CHANGED_WINDOW_S
+        if any(t0 <= t <= t1 and lab == sw["to"] for t, lab in by_person[sw["person"]]):
+            readable += 1
+    n = len(truth.switches)
+    return {"switches": n, "readable": readable, "rate": round(readable / n, 4) if n else None}
+
+
 def label_at(truth: Truth, person: int, frame: int) -> tuple[str | None, float]:
     """The true label of a person at a frame and seconds since its last switch."""
     t = frame / truth.fps
@@ -271,6 +294,7 @@ def read_right_scores(truth: Truth, samples: list[dict], assoc: dict[int, dict[i
     `samples`: {"frame", "faces": [{"face_id", "emotion"}]}. Faces matched to no one and
     samples within 1 s of a switch (the smoothing is still moving) are not judged."""
     right, judged = Counter(), Counter()
+    faces_seen: dict[str, set] = defaultdict(set)  # bucket -> (person, segment start) judged
     for s in samples:
         i = int(s["frame"])
         if i >= truth.n_frames:
@@ -287,10 +311,12 @@ def read_right_scores(truth: Truth, samples: list[dict], assoc: dict[int, dict[i
             b = bucket_of(heights[p])
             judged[b] += 1
             right[b] += face["emotion"] == label
+            faces_seen[b].add((p, round(i / truth.fps - since, 3)))
     out = {}
     for name, _, _ in BUCKETS:
-        out[name] = _rate(right[name], judged[name])
-    out["all"] = _rate(sum(right.values()), sum(judged.values()))
+        out[name] = {**_rate(right[name], judged[name]), "faces": len(faces_seen[name])}
+    every = set().union(*faces_seen.values()) if faces_seen else set()
+    out["all"] = {**_rate(sum(right.values()), sum(judged.values())), "faces": len(every)}
     return out
 
 
