@@ -505,7 +505,7 @@ def test_pause_resume_and_db_mode_report(browser, study_dir, tmp_path, sample_vi
     assert faces > 0, "the in-process pipeline recorded no face"
     out = tmp_path / "report"
     r = subprocess.run(
-        [str(BIN / "emotion-edge-report"), str(db), "--out", str(out), "--no-plots"],
+        [str(BIN / "emotion-edge-report"), str(db), "--out", str(out)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
