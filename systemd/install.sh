@@ -151,14 +151,18 @@ do_uninstall_kiosk() {
   say "kiosk removed (cage and Chromium stay installed: apt-get remove cage chromium)"
 }
 
-do_uninstall_recorder() {
-  if have_systemctl; then
-    if systemd_running; then
-      systemctl disable --now "$RECORD_UNIT" 2>/dev/null || true
-    else
-      systemctl disable "$RECORD_UNIT" 2>/dev/null || true
-    fi
+# disable_unit NAME: stop (where systemd runs) and disable a unit; absent is fine
+disable_unit() {
+  have_systemctl || return 0
+  if systemd_running; then
+    systemctl disable --now "$1" 2>/dev/null || true
+  else
+    systemctl disable "$1" 2>/dev/null || true
   fi
+}
+
+do_uninstall_recorder() {
+  disable_unit "$RECORD_UNIT"
   rm -f "$UNIT_DIR/$RECORD_UNIT" "$RECORD_ENV"
   if [ -f "$MOSQ_DROPIN" ]; then
     rm -f "$MOSQ_DROPIN"
@@ -174,14 +178,8 @@ do_uninstall_recorder() {
 
 do_uninstall() {
   do_uninstall_kiosk
-  [ -f "$UNIT_DIR/$RECORD_UNIT" ] && do_uninstall_recorder
-  if have_systemctl; then
-    if systemd_running; then
-      systemctl disable --now "$UNIT_NAME" 2>/dev/null || true
-    else
-      systemctl disable "$UNIT_NAME" 2>/dev/null || true
-    fi
-  fi
+  if [ -f "$UNIT_DIR/$RECORD_UNIT" ]; then do_uninstall_recorder; fi
+  disable_unit "$UNIT_NAME"
   rm -f "$UNIT_DIR/$UNIT_NAME" "$DROPIN"
   rmdir "$DROPIN_DIR" 2>/dev/null || true  # keeps an admin's `systemctl edit` override
   rm -rf "$PREFIX"
