@@ -35,10 +35,17 @@ from benchmarks.common import (
     time_interleaved,
     write_json,
 )
-from benchmarks.room import daemon_run, scenes, score
+from benchmarks.room import daemon_run, old_code, scenes, score
 
 COST_FACES = (1, 3, 6)
 COST_HEIGHTS = (150, 90, 60, 45, 34, 26)  # face heights of the cost frames, first N used
+
+
+def emotion_edge_path() -> str:
+    """Where the daemon package was imported from (a --before-ref child proves its code)."""
+    import emotion_edge
+
+    return str(Path(emotion_edge.__file__).parent)
 
 
 # -- variants -----------------------------------------------------------------------------------
@@ -402,7 +409,11 @@ def variants_note(result: dict) -> str:
         over = "; ".join(
             f"{t}.{k}={val}" for t, kv in v["overrides"].items() for k, val in kv.items()
         )
-        lines.append(f"- `{name}`: {over or 'the current defaults (AppConfig())'}")
+        what = over or "the current defaults (AppConfig())"
+        if v.get("code"):
+            what = f"the daemon code (device/) of commit {v['code']}, its own defaults pinned: "
+            what += over + " (cost timed in its own process, not interleaved)"
+        lines.append(f"- `{name}`: {what}")
     if result.get("before_unpinned_keys"):
         lines.append(
             "- keys added since that `before` runs at their current defaults: "
@@ -489,6 +500,7 @@ def run(args) -> dict:
         "before_pins_dropped": dropped,
         "before_unpinned_keys": unpinned,
         "box_rule": scenes.Truth.box_rule,
+        "emotion_edge": emotion_edge_path(),
         "clips": {
             n: {"frames": tr.n_frames, "switches": len(tr.switches), "persons": len(tr.persons)}
             for n, (_, tr) in clips.items()
@@ -520,6 +532,32 @@ def run(args) -> dict:
             entry["dlib"] = run_dlib(layer, Path(args.samples), args.adaptive)
             entry["sample_video"] = run_sample_video(layer, Path(args.samples), args.adaptive)
         result["variants"][name] = entry
+    if args.before_ref:
+        child = [
+            "--data",
+            str(args.data),
+            "--samples",
+            str(args.samples),
+            "--clips",
+            str(clips_dir),
+            "--seed",
+            str(args.seed),
+            "--scenes",
+            ",".join(args.scenes),
+        ]
+        child += [
+            f
+            for f, on in (
+                ("--quick", args.quick),
+                ("--adaptive", args.adaptive),
+                ("--no-photos", args.no_photos),
+                ("--no-cost", args.no_cost),
+            )
+            if on
+        ]
+        sha, entry = old_code.run_before_at(args.before_ref, child)
+        # the code as it was goes first: before@sha, before (settings pinned), after, ...
+        result["variants"] = {f"before@{sha}": entry, **result["variants"]}
     if not args.no_cost:
         log("synthetic_room: cost at 1, 3, 6 faces (interleaved)")
         frames = cost_frames(pool().for_scene(0, 1))
@@ -570,6 +608,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME=table.key=value",
         help="an extra variant (starts from the current defaults); repeatable",
+    )
+    p.add_argument(
+        "--before-ref",
+        default="",
+        metavar="COMMIT",
+        help="also run 'before' on the daemon code (device/) of this commit, e.g. 215777a "
+        "(the last commit before issue 39): column before@COMMIT",
     )
     p.add_argument(
         "--adaptive",

@@ -226,3 +226,11 @@ def test_switch_readable_is_the_ceiling_for_changed(clip):
         s["to"] == truth.persons[s["person"]]["segments"][0]["label"] for s in truth.switches
     )
     assert score.switch_readable_scores(truth, stuck, assoc)["readable"] == back
+
+
+def test_before_ref_resolves_commits_only():
+    from benchmarks.room import old_code
+
+    assert all(c in "0123456789abcdef" for c in old_code.resolve("HEAD"))
+    with pytest.raises(SystemExit, match="not a commit"):
+        old_code.resolve("no-such-ref-anywhere")
