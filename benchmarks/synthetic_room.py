@@ -102,6 +102,7 @@ def score_clip(truth: scenes.Truth, rec: daemon_run.RunRecord) -> dict:
             for k in ("appeared", "changed", "disappeared")
         },
         "undetected_carried": rec.undetected_carried,
+        "daemon_stats": rec.stats,  # the pipeline's own final stats payload
         "model_version": rec.model_version,
         "detector": rec.detector,
     }

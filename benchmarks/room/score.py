@@ -202,9 +202,10 @@ def changed_scores(truth: Truth, events: list[dict], assoc: dict[int, dict[int, 
     `events`: {"kind", "face_id", "emotion", "frame", "box"} (frame = the clip's frame index).
     A switch is told by the first `changed` of that person naming the new label from 0.2 s
     before to 2 s after it. A `changed` that tells no switch is *false*; "false per face-
-    minute" divides those outside every switch window by the time people held an expression
-    (visible, not within 2 s after a switch). Wrong-label or repeated events inside a window
-    are counted apart (`in_window_wrong`), events on faces that are no one apart too."""
+    minute" divides those outside every switch window by the time tracked faces held an
+    expression (matched to a person, not within 2 s after a switch). Wrong-label or repeated
+    events inside a window are counted apart (`in_window_wrong`), events on faces that are no
+    one apart too."""
     fps = truth.fps
     switches = [dict(s, told=False) for s in truth.switches]
     changed = [e for e in events if e["kind"] == "changed"]
@@ -227,17 +228,20 @@ def changed_scores(truth: Truth, events: list[dict], assoc: dict[int, dict[int, 
             in_window_wrong += 1
         else:
             false_constant += 1
-    # time people held an expression while visible (outside switch windows)
+    # time tracked faces held an expression (outside switch windows): a face nobody tracks
+    # cannot be told wrong, so it does not dilute the rate
     constant_frames = 0
     win = defaultdict(list)
     for s in truth.switches:
         win[s["person"]].append((s["t_s"] - CHANGED_EARLY_S, s["t_s"] + CHANGED_WINDOW_S))
     for i, faces in enumerate(truth.faces):
         t = i / fps
+        tracked = set(assoc.get(i, {}).values())
         for f in faces:
-            if f[6]:
+            p = int(f[0])
+            if f[6] or p not in tracked:
                 continue
-            if not any(a <= t <= b for a, b in win[int(f[0])]):
+            if not any(a <= t <= b for a, b in win[p]):
                 constant_frames += 1
     minutes = constant_frames / fps / 60.0
     told = sum(s["told"] for s in switches)
