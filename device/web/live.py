@@ -77,8 +77,8 @@ class LiveFace:
         return int(np.argmax(self.probs))
 
     def percent(self) -> int:
-        """The leading emotion's probability in whole percent, rounded half up."""
-        return int(np.floor(100.0 * float(self.probs[self.leading()]) + 0.5))
+        """The leading emotion's probability in whole percent (`whole_percent`)."""
+        return whole_percent(self.probs[self.leading()])
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,12 @@ class Snapshot:
     faces: tuple[LiveFace, ...]
     processed_ts: float  # time.time() when the pipeline finished the frame
     scene: Scene = Scene()
+
+
+def whole_percent(p: float) -> int:
+    """A probability in whole percent, rounded half up (Python's "%.0f" rounds 24.5 to 24, the
+    page's Math.round to 25: rounded once here, both show this number)."""
+    return int(np.floor(100.0 * float(p) + 0.5))
 
 
 def face_label(face: LiveFace, labels: tuple[str, ...]) -> str:
@@ -321,7 +327,7 @@ def face_json(face: LiveFace, labels: tuple[str, ...]) -> dict:
     i = face.leading()
     top = top_k(face.probs, labels, 3)
     for t in top:  # whole percents rounded here, once, so the page shows what the picture says
-        t["percent"] = int(np.floor(100.0 * float(face.probs[labels.index(t["emotion"])]) + 0.5))
+        t["percent"] = whole_percent(face.probs[labels.index(t["emotion"])])
     return {
         "face_id": face.face_id,
         "color": face_color(face.face_id),
