@@ -11,14 +11,16 @@ as delivered and are gone (the run shows the loss, so the test cannot pass by ac
 from __future__ import annotations
 
 import signal
+import sqlite3
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from emotion_edge.publish.mqtt import MqttPublisher
 from mqtt_broker import Broker
 from test_mqtt import DEVICE, make_cfg, make_event
-from test_record_mqtt import RecorderProc, db_ids, wait_until
+from test_record_mqtt import RecorderProc, db_ids, make_sample, wait_until
 
 KILLS = 2
 DOWN_S = 2.0  # broker dead
@@ -26,11 +28,13 @@ GAP_S = 1.5  # publisher connected, recorder not yet
 
 
 class Producer:
-    """Feeds the publisher an event every `period` seconds and remembers every id."""
+    """Feeds the publisher an event every `period` seconds, and a timeline sample every fifth,
+    and remembers every id."""
 
     def __init__(self, pub: MqttPublisher, period: float = 0.02):
         self.pub, self.period = pub, period
         self.ids: list[str] = []
+        self.samples: list[str] = []
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
         self._t.start()
@@ -41,6 +45,10 @@ class Producer:
             ev = make_event(i)
             self.pub.publish_event(ev)
             self.ids.append(ev["event_id"])
+            if i % 5 == 0:
+                sample = make_sample(DEVICE, i, time.time())
+                self.pub.publish_timeline(sample)
+                self.samples.append(sample["sample_id"])
             i += 1
 
     def stop(self) -> list[str]:
@@ -49,8 +57,19 @@ class Producer:
         return self.ids
 
 
+def spooled(path: Path) -> set[str]:
+    if not path.exists():
+        return set()
+    con = sqlite3.connect(path)
+    try:
+        return {r[0] for r in con.execute("SELECT event_id FROM events")}
+    finally:
+        con.close()
+
+
 def run_broker_kills(tmp_path, require_subscriber: bool) -> tuple[set[str], set[str], dict]:
-    """The fault run; returns (sent ids, stored ids, the publisher's final stats)."""
+    """The fault run; returns (sent ids, stored ids, the publisher's final stats); timeline
+    samples are in the stats under `samples_sent` / `samples_stored` / `samples_spooled`."""
     broker = Broker(tmp_path, persistence=False).start()
     db = tmp_path / "rec.sqlite"
     rec = RecorderProc(tmp_path, broker, str(db), "--log-level", "DEBUG").start()
@@ -79,6 +98,10 @@ def run_broker_kills(tmp_path, require_subscriber: bool) -> tuple[set[str], set[
         while time.monotonic() < deadline and not sent <= db_ids(db, "events", "event_id"):
             time.sleep(0.2)
         stored = db_ids(db, "events", "event_id")
+        samples = set(prod.samples)
+        time.sleep(1.0)  # the last samples' PUBACKs
+        stats["samples_sent"] = samples
+        stats["samples_stored"] = db_ids(db, "samples", "sample_id")
         rec.stop()
     finally:
         pub.stop(timeout=1.0)
@@ -86,6 +109,8 @@ def run_broker_kills(tmp_path, require_subscriber: bool) -> tuple[set[str], set[
             rec.proc.send_signal(signal.SIGCONT)
             rec.kill()
         broker.stop()
+    # samples not stored yet wait in the timeline spool for the next sample's call
+    stats["samples_spooled"] = spooled(pub._timeline.path)
     return sent, stored, stats
 
 
@@ -104,6 +129,14 @@ def test_require_subscriber_loses_nothing_when_the_broker_forgets(tmp_path):
     assert st["waiting_for_subscriber"] == 0 and st["spool_depth"] == 0
     left = st["events_created"] + st["events_carried_over"]
     assert left == st["events_acked"] + st["events_rejected"] + st["events_dropped"]
+    # timeline samples: none lost either (stored, or still in the spool for the next call)
+    lost_samples = st["samples_sent"] - st["samples_stored"] - st["samples_spooled"]
+    print(
+        f"timeline: {len(st['samples_sent'])} sent, {len(st['samples_stored'])} stored, "
+        f"{len(lost_samples)} lost, {st.get('timeline_no_subscriber_retries', 0)} re-sent"
+    )
+    assert not lost_samples
+    assert st.get("timeline_no_subscriber_retries", 0) > 0
 
 
 @pytest.mark.slow
@@ -117,6 +150,8 @@ def test_without_require_subscriber_the_gap_is_lost_and_counted(tmp_path):
         f"{len(lost)} lost, {st['acked_no_subscriber']} acknowledged with 0x10"
     )
     assert lost, "expected the no-subscriber gap to lose events without require_subscriber"
+    lost_samples = st["samples_sent"] - st["samples_stored"] - st["samples_spooled"]
+    print(f"timeline: {len(st['samples_sent'])} sent, {len(lost_samples)} lost")
     assert st["acked_no_subscriber"] >= len(lost)
     assert st["no_subscriber_retries"] == 0
 

@@ -280,6 +280,7 @@ class MqttPublisher:
             client.publish(self.topic(name), text, qos=1, retain=True)
 
     def on_puback(self, mid: int, reason_code: Any) -> None:
+        self._timeline.on_puback(mid, reason_code)
         self._out.on_puback(mid, reason_code)
 
     # -- internals -----------------------------------------------------------------------------

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 SEND_WINDOW = 100
 _RC_QUOTA_EXCEEDED = 0x97  # PUBACK: try again later
 _RC_NOT_AUTHORIZED = 0x87
-_RC_NO_MATCHING_SUBSCRIBERS = 0x10  # PUBACK: accepted, but nobody subscribed to the topic
+RC_NO_MATCHING_SUBSCRIBERS = 0x10  # PUBACK: accepted, but nobody subscribed to the topic
 _QUOTA_PAUSE_S = 5.0
 # require_subscriber: first and longest pause before sending again to a topic nobody reads
 _NO_SUBSCRIBER_RETRY_MIN_S, _NO_SUBSCRIBER_RETRY_MAX_S = 0.5, 10.0
@@ -184,7 +184,7 @@ class SpoolSender:
                         f"broker quota exceeded; pausing {_QUOTA_PAUSE_S:g} s"
                     )
                     continue
-                no_subscriber = getattr(rc, "value", None) == _RC_NO_MATCHING_SUBSCRIBERS
+                no_subscriber = getattr(rc, "value", None) == RC_NO_MATCHING_SUBSCRIBERS
                 if no_subscriber and self.cfg.require_subscriber:
                     self._no_subscriber(event_id, now)
                     continue
