@@ -178,19 +178,25 @@ def test_payload_has_every_entity_the_issue_names():
     assert payload["state_topic"] == "emotion-edge/kiosk-1/state"
 
 
-def test_device_name_and_live_view_link_from_the_config(tmp_path):
+def test_device_name_and_live_view_link_from_the_config(tmp_path, monkeypatch):
     from emotion_edge.config import load_config
 
     cfg = load_config(None, {"device": {"id": "hall"}})
     dev = ha_device_for(cfg, "m", FER2013_LABELS)
     assert (dev.name, dev.configuration_url) == ("hall", "")  # the name defaults to the id
     assert discovery_payload(dev, topic_fn("x"))["device"]["name"] == "hall"
-    cfg = load_config(
-        None,
-        {"device": {"id": "hall", "name": "Hallway"}, "web": {"enabled": True, "port": 8088}},
-    )
+    web = {"enabled": True, "port": 8088}
+    cfg = load_config(None, {"device": {"id": "hall", "name": "Hallway"}, "web": web})
+    dev = ha_device_for(cfg, "m", FER2013_LABELS)  # loopback: no link HA's user could follow
+    assert dev.name == "Hallway" and dev.configuration_url == ""
+    monkeypatch.setenv("EMOTION_EDGE_WEB_TOKEN", "a-long-enough-token-for-the-test")
+    web.update(host="192.168.1.20", allow_remote=True)
+    cfg = load_config(None, {"device": {"id": "hall"}, "web": web})
     dev = ha_device_for(cfg, "m", FER2013_LABELS)
-    assert dev.name == "Hallway" and dev.configuration_url == "http://127.0.0.1:8088/"
+    assert dev.configuration_url == "http://192.168.1.20:8088/"
+    assert discovery_payload(dev, topic_fn("x"))["device"]["configuration_url"] == (
+        "http://192.168.1.20:8088/"
+    )
 
 
 # -- real broker: publish, clear legacy topics, republish on HA's birth message ------------------

@@ -53,7 +53,7 @@ class HaDevice:
     name: str = ""  # [device] name; empty: the id
     model_version: str = ""
     labels: tuple[str, ...] = FER2013_LABELS  # the model's labels: the enum sensors' options
-    configuration_url: str = ""  # the live view, when [web] is on
+    configuration_url: str = ""  # the live view, when [web] listens beyond loopback
 
     @property
     def node(self) -> str:
@@ -61,10 +61,14 @@ class HaDevice:
 
 
 def ha_device_for(cfg, model_version: str, labels: tuple[str, ...]) -> HaDevice:
-    """From a validated AppConfig: [device] name, the model, and the live view's address."""
+    """From a validated AppConfig: [device] name, the model, and the live view's address
+    (only when it is reachable from elsewhere)."""
+    from emotion_edge.config.validate import is_loopback
+
     url = ""
     web = cfg.web
-    if web.enabled:
+    # a loopback address would send Home Assistant's user to their own machine: no link then
+    if web.enabled and not is_loopback(web.host):
         host = web.host.strip("[]")
         if host in ("0.0.0.0", "::", ""):  # every address: name the machine instead
             host = socket.gethostname()
