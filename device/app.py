@@ -53,10 +53,14 @@ def build_pipeline(
             probe.close()
     if output is None:
         output = make_output(cfg, classifier.version, classifier.labels)
-    # A folder of photos is analysed photo by photo: none is dropped as stale, however long
-    # one takes (every detector view runs on a photo).
-    realtime = cfg.pipeline.realtime and cfg.source.kind != "images"
-    capture = Capture(lambda: make_source(cfg.source), cfg.source, realtime=realtime)
+    # A folder of photos is analysed photo by photo: paced like a camera, but none is dropped
+    # as stale however long one takes (every detector view runs on a new photo).
+    capture = Capture(
+        lambda: make_source(cfg.source),
+        cfg.source,
+        realtime=cfg.pipeline.realtime,
+        drop_stale=cfg.pipeline.realtime and cfg.source.kind != "images",
+    )
     pipeline = Pipeline(cfg, capture, detector, classifier, output, notifier=notifier)
     if cfg.web.enabled:
         attach_web(cfg, pipeline)

@@ -319,7 +319,8 @@ class Pipeline:
 
         # A photo of a folder (images source) is a scene of its own: no face carries over from
         # the previous photo, every face in it is looked for at once (all the detector's
-        # views) and announced at once (there is no next frame to confirm it in).
+        # views) and announced at once (there is no next frame to confirm it in). The same
+        # photo again (a folder of one, looping) is a still scene: detected as frames are.
         still = frame.name is not None
         new_photo = still and frame.name != self._last_photo
         self._last_photo = frame.name
@@ -328,7 +329,9 @@ class Pipeline:
         t0 = time.monotonic()
         detect_ms = 0.0
         if detected:
-            detections = detect_photo(self.detector, gray) if still else self.detector.detect(gray)
+            detections = (
+                detect_photo(self.detector, gray) if new_photo else self.detector.detect(gray)
+            )
             detect_ms = (time.monotonic() - t0) * 1000.0
             self.times.add("detect", detect_ms)
             self.counters.detected += 1

@@ -216,7 +216,7 @@ def test_packaged_model_missing_falls_back_to_haar(tmp_path, monkeypatch, caplog
 def test_explicit_model_path_in_the_same_file_works(tmp_path, astronaut_gray):
     copy = tmp_path / "bf.tflite"
     copy.write_bytes((det.MODELS_DIR / BLAZEFACE["blazeface"].filename).read_bytes())
-    d = make_detector(DetectorConfig(model_path=str(copy)))
+    d = make_detector(DetectorConfig(kind="blazeface", model_path=str(copy)))
     assert isinstance(d, BlazeFaceDetector) and len(d.detect(astronaut_gray)) == 1
 
 

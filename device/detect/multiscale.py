@@ -36,7 +36,6 @@ from emotion_edge.errors import ModelError
 # FER2013 faces pasted at known sizes (docs/benchmarks.md, "Detection scale").
 NET_MIN_FACE = 28.0
 NET_MAX_FACE = 112.0
-CONFIRM_RULE = max
 GRID = 16  # the coarsest stride: input sides are padded to a multiple of it
 
 
@@ -167,9 +166,6 @@ class BlazeFaceViews:
         out = []
         for box, score, kp in weighted_nms(boxes, scores[keep], kps, self.cfg.nms_iou):
             x1, y1, x2, y2 = (float(v) for v in box)
-            # a face cut by a tile edge inside the frame is left to the shifted grid
-            if view.kind == "far" and self._cut(x1, y1, x2, y2, view, w_in, h_in, fw, fh):
-                continue
             fx1, fy1 = x1 / view.scale + view.x0, y1 / view.scale + view.y0
             fx2, fy2 = x2 / view.scale + view.x0, y2 / view.scale + view.y0
             fx1, fy1 = max(0.0, fx1), max(0.0, fy1)
@@ -181,45 +177,39 @@ class BlazeFaceViews:
             out.append(Detection((fx1, fy1, bw, bh), float(score), kp_f))
         return out
 
-    @staticmethod
-    def _cut(x1, y1, x2, y2, view: View, w_in, h_in, fw, fh, margin: float = 2.0) -> bool:
-        """Whether a box touches an edge of the view that is not an edge of the frame."""
-        vx1 = view.x0 + w_in / view.scale
-        vy1 = view.y0 + h_in / view.scale
-        return (
-            (x1 <= margin and view.x0 > 0)
-            or (y1 <= margin and view.y0 > 0)
-            or (x2 >= w_in - margin and vx1 < fw)
-            or (y2 >= h_in - margin and vy1 < fh)
-        )
 
-
-def tile_views(fw: int, fh: int, scale: float, tile: int, shift: tuple[bool, bool]) -> list[View]:
-    """Tiles of about `tile` x `tile` input px covering the frame at `scale`, sized to fit the
-    frame exactly; `shift` moves the grid by half a tile in x and/or y (one more tile in that
-    direction), so the edges of one grid run through the middle of another's tiles."""
-    out = []
-    nx = max(1, round(fw * scale / tile))
-    ny = max(1, round(fh * scale / tile))
-    sw, sh = fw / nx, fh / ny
-    ox, oy = (sw / 2 if shift[0] else 0.0), (sh / 2 if shift[1] else 0.0)
-    for j in range(ny + (1 if shift[1] else 0)):
-        for i in range(nx + (1 if shift[0] else 0)):
-            x0, y0 = i * sw - ox, j * sh - oy
-            out.append(View("far", x0, y0, x0 + sw, y0 + sh, scale))
-    return out
-
-
-# Grid offsets a scan cycle goes through: any face under half a tile is whole in one of them.
-SHIFTS = ((False, False), (True, True), (True, False), (False, True))
 LEVEL_STEP = 2.5  # scale ratio between levels: each covers NET_MIN..NET_MAX_FACE with overlap
+# Neighbouring tiles overlap by the largest face their level must find whole (bigger ones are
+# the next level's small faces), so every face of the level lies whole inside one tile.
+TILE_OVERLAP = NET_MIN_FACE * LEVEL_STEP
 
 
-def scan_plan(fw: int, fh: int, far_scale: float, tile: int, cycle: int) -> list[View]:
-    """The far and mid views of scan cycle `cycle`, for a fw x fh frame.
+def _spans(length: float, tile: float, overlap: float) -> list[tuple[float, float]]:
+    """Start/end of the fewest tiles of size `tile` overlapping by `overlap` that cover
+    [0, length], spread evenly."""
+    if length <= tile:
+        return [(0.0, tile)]
+    n = int(np.ceil((length - overlap) / (tile - overlap)))
+    stride = (length - tile) / (n - 1) if n > 1 else 0.0
+    return [(i * stride, i * stride + tile) for i in range(n)]
+
+
+def tile_views(fw: int, fh: int, scale: float, tile: int) -> list[View]:
+    """Square tiles of `tile` input px covering the frame at `scale`, overlapping by
+    TILE_OVERLAP input px."""
+    side, over = tile / scale, TILE_OVERLAP / scale  # in frame px
+    return [
+        View("far", x0, y0, x1, y1, scale)
+        for y0, y1 in _spans(fh, side, over)
+        for x0, x1 in _spans(fw, side, over)
+    ]
+
+
+def scan_plan(fw: int, fh: int, far_scale: float, tile: int) -> list[View]:
+    """The far and mid views of one scan of a fw x fh frame.
 
     Levels go down from `far_scale` by LEVEL_STEP until the near view (the whole frame in
-    128 px) covers the rest; the far level is tiled, on the grid offset of this cycle."""
+    128 px) covers the rest; a level bigger than a tile is tiled."""
     near_scale = 128.0 / max(fw, fh)
     views: list[View] = []
     scale = far_scale
@@ -228,7 +218,7 @@ def scan_plan(fw: int, fh: int, far_scale: float, tile: int, cycle: int) -> list
         if max(fw, fh) * scale <= tile * 1.75:  # small enough for one view
             views.append(View("far" if first else "mid", 0.0, 0.0, float(fw), float(fh), scale))
         else:
-            views.extend(tile_views(fw, fh, scale, tile, SHIFTS[cycle % len(SHIFTS)]))
+            views.extend(tile_views(fw, fh, scale, tile))
         first = False
         scale /= LEVEL_STEP
     return views
@@ -263,8 +253,8 @@ class MultiScaleDetector:
         self.hold_frames = cfg.roi_hold_runs
         self._plan: list[View] = []
         self._plan_key: tuple[int, int] | None = None
-        self._cycle = 0
         self._next = 0
+        self._credit = 0.0
         self._memory: list[_Seen] = []
         self._runs = 0
         self.passes: Counter[str] = Counter()  # views run, by kind (stats)
@@ -277,21 +267,21 @@ class MultiScaleDetector:
         return box[3] * 128.0 / max(fw, fh) >= NET_MIN_FACE * 1.15
 
     def _far_views(self, fw: int, fh: int) -> list[View]:
-        if self._plan_key != (fw, fh) or self._next >= len(self._plan):
-            if self._plan_key == (fw, fh):
-                self._cycle += 1
-            self._plan = scan_plan(fw, fh, self.far_scale, self.tile, self._cycle)
+        """The next views of the scan: scan_px_per_frame input pixels are credited each run
+        and a view runs once the credit covers it (a big tile every other run, say)."""
+        if self._plan_key != (fw, fh):
+            self._plan = scan_plan(fw, fh, self.far_scale, self.tile)
             self._plan_key = (fw, fh)
             self._next = 0
+        self._credit = min(
+            self._credit + self.scan_px, self.scan_px + max(v.pixels for v in self._plan)
+        )
         out: list[View] = []
-        used = 0
-        while self._next < len(self._plan):
+        while self._credit >= self._plan[self._next].pixels:
             v = self._plan[self._next]
-            if out and used + v.pixels > self.scan_px:
-                break
             out.append(v)
-            used += v.pixels
-            self._next += 1
+            self._credit -= v.pixels
+            self._next = (self._next + 1) % len(self._plan)
         return out
 
     def _roi_views(self, near: list[Detection], fw: int, fh: int) -> list[View]:
@@ -361,36 +351,35 @@ class MultiScaleDetector:
         fh, fw = gray.shape[:2]
         near = list(self.near.detect(gray))
         scanned: list[Detection] = []
-        for cycle in range(len(SHIFTS)):
-            for v in scan_plan(fw, fh, self.far_scale, self.tile, cycle):
-                scanned.extend(self.views.run(gray, v))
+        for v in scan_plan(fw, fh, self.far_scale, self.tile):
+            scanned.extend(self.views.run(gray, v))
         fresh = [d for d in fuse(scanned, self.cfg.nms_iou) if not _near_any(d, near)]
         return fuse(near + self._confirm(gray, fresh), self.cfg.nms_iou)
 
     def _confirm(self, gray: np.ndarray, cands: list[Detection]) -> list[Detection]:
         """A second look at each new far-scan find, in squares of 2 and 3 face sizes around
         it (the face at ~64 and ~43 px of 128): upscaled texture that fooled one view rarely
-        fools another scale. Kept with the lower of the two scores if that still reaches
-        far_min_score (measured on dlib's labelled photos: docs/benchmarks.md)."""
+        fools another scale (measured on dlib's labelled photos: docs/benchmarks.md). Kept
+        if the lower of its score and the better look's reaches far_min_score, with the
+        look's box: a face cut by a tile edge is whole in the look."""
         out = []
         for d in cands:
             x, y, w, h = d.box
             cx, cy = x + w / 2, y + h / 2
-            looks = []
+            reach = max(w, h) * 0.75  # a cut box's centre is off the face's by up to half
+            best: Detection | None = None
             for mult in (2.0, 3.0):
                 side = max(w, h) * mult
                 v = View(
                     "roi", cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2, 128 / side
                 )
-                look = 0.0
                 for e in self.views.run(gray, v):
                     ex, ey = e.box[0] + e.box[2] / 2, e.box[1] + e.box[3] / 2
-                    if abs(ex - cx) < w / 2 and abs(ey - cy) < h / 2:
-                        look = max(look, e.score)
-                looks.append(look)
-            score = min(d.score, CONFIRM_RULE(looks))
-            if score >= self.cfg.far_min_score:
-                out.append(Detection(d.box, score, d.keypoints))
+                    if abs(ex - cx) < reach and abs(ey - cy) < reach:
+                        if best is None or e.score > best.score:
+                            best = e
+            if best is not None and min(d.score, best.score) >= self.cfg.far_min_score:
+                out.append(Detection(best.box, min(d.score, best.score), best.keypoints))
         return out
 
     def _remember(self, found: list[Detection]) -> None:

@@ -48,10 +48,14 @@ class Capture:
         cfg: SourceConfig,
         realtime: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        drop_stale: bool | None = None,
     ) -> None:
         self._factory = source_factory
         self.cfg = cfg
         self.realtime = realtime
+        # realtime paces file sources; drop_stale (default: as realtime) replaces a frame the
+        # consumer has not taken yet instead of waiting for it (a photo folder waits)
+        self.drop_stale = realtime if drop_stale is None else drop_stale
         self._clock = clock
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -191,7 +195,7 @@ class Capture:
 
     def _put(self, frame: Frame) -> None:
         with self._cond:
-            if self.realtime:
+            if self.drop_stale:
                 if self._slot is not None:
                     self.frames_dropped += 1  # the consumer did not take it in time: stale
             else:
