@@ -606,6 +606,7 @@ def _make_report(
             session_info,
             {d: h for d, h in hours.items() if d in day_devs},
             tz,
+            frozenset(photo_devs),
         )
         if not analysis.by_group.empty:
             png = group_stimulus_plot(analysis.by_group, out / "stimulus_by_group.png")
@@ -896,12 +897,26 @@ def _legend_handles():
     return [Patch(color=COLORS[lab], label=lab) for lab in LABELS]
 
 
-def _figures(out, plots_by_session, stimuli, stim_session, session_all, session_info, hours, tz):
-    """[(section, title, png path)]"""
+def _figures(
+    out,
+    plots_by_session,
+    stimuli,
+    stim_session,
+    session_all,
+    session_info,
+    hours,
+    tz,
+    no_timeline=frozenset(),
+):
+    """[(section, title, png path)]; no session timeline for the devices in `no_timeline`
+    (photo folders: photos are not a timeline)."""
     import matplotlib.pyplot as plt
 
     figs = []
-    keys = sorted(plots_by_session, key=lambda k: (plots_by_session[k].t0, k))
+    keys = sorted(
+        (k for k in plots_by_session if k[0] not in no_timeline),
+        key=lambda k: (plots_by_session[k].t0, k),
+    )
     if len(keys) > MAX_SESSION_PLOTS:
         log.warning("%d sessions: plotting the first %d", len(keys), MAX_SESSION_PLOTS)
     for n, key in enumerate(keys[:MAX_SESSION_PLOTS]):

@@ -382,13 +382,18 @@ def test_jsonl_from_daemon_stdout_stored_once_and_reported(daemon_lines, tmp_pat
 
 
 def check_report_files(
-    out: Path, expect_stimuli: bool, expect_groups: bool, expect_day: bool = False
+    out: Path,
+    expect_stimuli: bool,
+    expect_groups: bool,
+    expect_day: bool = False,
+    expect_sessions: bool = True,
 ) -> None:
     from matplotlib import image
 
     pngs = sorted(out.glob("*.png"))
     names = {p.name for p in pngs}
-    assert any(n.startswith("session_") for n in names), names
+    # a session timeline per session, none for photo folders (photos are not a timeline)
+    assert any(n.startswith("session_") for n in names) == expect_sessions, names
     # the mood over the day only for a recording longer than an hour (never for photos)
     assert any(n.startswith("device_") for n in names) == expect_day, names
     assert ("stimuli_profile.png" in names) == expect_stimuli
@@ -458,7 +463,7 @@ def test_photo_folder_one_row_per_detected_face_per_photo(samples_dir, emotion_m
         rows = list(csv.DictReader(f))
     assert len(rows) == sum(expect.values())
     assert {r["file"] for r in rows} == set(per_file)
-    check_report_files(out, expect_stimuli=False, expect_groups=True)
+    check_report_files(out, expect_stimuli=False, expect_groups=True, expect_sessions=False)
 
 
 def test_video_in_process_faster_than_real_time(sample_video, emotion_model, tmp_path):

@@ -310,3 +310,19 @@ def test_postgres_gives_the_same_tables(tmp_path):
         check_study(outs["pg"], baseline=True)
     finally:
         cluster.destroy()
+
+
+def test_mood_over_the_day_only_for_recordings_over_an_hour(tmp_path):
+    """A device recorded for 2 hours gets its mood-over-the-day plot; the 5 x 20 s study of
+    the other tests does not (see tests/test_record.py check_report_files)."""
+    from test_record_mqtt import make_sample
+
+    t0 = 1_780_000_000.0
+    lines = [make_sample("kiosk", i, t0 + i * 600, faces=1) for i in range(13)]  # 0 to 2 h
+    src = tmp_path / "day.jsonl"
+    src.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    out = tmp_path / "rep"
+    p = record_and_report(str(tmp_path / "d.sqlite"), src, out)
+    assert p.returncode == 0, p.stderr
+    assert [x.name for x in out.glob("device_*.png")] == ["device_kiosk_day.png"]
+    assert "Mood over the day" in (out / "report.html").read_text()

@@ -103,14 +103,17 @@ def participant_stimulus(
 def _baselines(d, occurrences, out, b: Baseline) -> tuple[pd.DataFrame, np.ndarray]:
     """Per row of `out` (participant, stimulus): the baseline mean per label and its n."""
     rows = []
-    outside = d[d["stimulus"].fillna("") == ""]
+    empty = d.iloc[0:0]
+    by_pid = dict(tuple(d.groupby("pid")))  # one pass, not one mask per row
+    outside_by_pid = {p: f[f["stimulus"].fillna("") == ""] for p, f in by_pid.items()}
     for pid, stim in zip(out["participant"], out["stimulus"], strict=True):
+        mine_all = by_pid.get(pid, empty)
         if b.kind == "session":
-            sel = outside[outside["pid"] == pid]
+            sel = outside_by_pid.get(pid, empty)
         elif b.kind == "stimulus":
-            sel = d[(d["pid"] == pid) & (d["stimulus"] == b.stimulus)]
+            sel = mine_all[mine_all["stimulus"] == b.stimulus]
         else:  # pre:S before every occurrence of this stimulus in this participant's sessions
-            mine = outside[outside["pid"] == pid]
+            mine = outside_by_pid.get(pid, empty)
             sessions = set(zip(mine["device"], mine["session"], strict=True))
             occ = occurrences[occurrences["stimulus"] == stim]
             mask = np.zeros(len(mine), dtype=bool)
