@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import tomllib
 
+from benchmarks.room import detcache
+
 # Today's defaults (before issue 39), pinned so "before" stays before whatever the code's
 # defaults become. Keys the config no longer has are dropped (and reported).
 BEFORE_PINS: dict[str, dict] = {
@@ -298,6 +300,7 @@ class RunRecord:
     stats: dict = field(default_factory=dict)
     raw: dict[int, list] = field(default_factory=dict)  # frame -> Detection objects
     names: dict[int, str | None] = field(default_factory=dict)  # frame -> file name
+    replayed: bool = False  # detections came from an earlier run (detcache.py)
 
     def scorer_events(self) -> list[dict]:
         return [
@@ -315,8 +318,13 @@ class RunRecord:
         return [{"frame": s["frame"]["index"], "faces": s["faces"]} for s in self.timeline]
 
 
-def run_clip(cfg, fps: float) -> tuple[RunRecord, object]:
-    """Run the daemon's pipeline over cfg.source (a file) once; (record, pipeline)."""
+def run_clip(
+    cfg, fps: float, replay_dir: Path | None = None, clip_params: str = ""
+) -> tuple[RunRecord, object]:
+    """Run the daemon's pipeline over cfg.source (a file) once; (record, pipeline).
+
+    With `replay_dir` (detection on every frame only), detections stored by an earlier run
+    of the same detector code and settings on the same clip are replayed (detcache.py)."""
     from emotion_edge.app import build_pipeline
     from emotion_edge.video.sources import make_source
 
@@ -325,7 +333,13 @@ def run_clip(cfg, fps: float) -> tuple[RunRecord, object]:
     feed = ClipFeed(make_source(cfg.source), fps)
     pipe.capture = feed
     pipe.clock = feed.now
-    det = RecordingDetector(pipe.detector, feed)
+    inner, stored, cache_path = pipe.detector, None, None
+    if replay_dir is not None and not cfg.pipeline.adaptive and cfg.pipeline.detect_every_n == 1:
+        cache_path = Path(replay_dir) / f"{detcache.detector_key(cfg, clip_params)}.pkl"
+        stored = detcache.load(cache_path)
+        if stored is not None:
+            inner = detcache.ReplayDetector(pipe.detector, stored, feed)
+    det = RecordingDetector(inner, feed)
     clf = RecordingClassifier(pipe.classifier)
     pipe.detector, pipe.classifier = det, clf
     tap = TrackTap()
@@ -340,6 +354,8 @@ def run_clip(cfg, fps: float) -> tuple[RunRecord, object]:
             f"the pipeline failed on {pipe.counters.errors} frames of {cfg.source.uri} "
             "(see the log above)"
         )
+    if cache_path is not None and stored is None and len(det.raw) == summary.frames_processed:
+        detcache.save(cache_path, det.name, det.raw)
     record = RunRecord(
         detector=det.name,
         model_version=str(pipe.model_version),
@@ -356,6 +372,7 @@ def run_clip(cfg, fps: float) -> tuple[RunRecord, object]:
         stats=summary.stats or {},
         raw=det.raw,
         names=det.names,
+        replayed=stored is not None,
     )
     return record, pipe
 
