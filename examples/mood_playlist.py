@@ -119,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--host", default="127.0.0.1", help="MQTT broker (127.0.0.1)")
     p.add_argument("--port", type=int, default=1883, help="broker port (1883)")
+    p.add_argument("--username", default="", help="broker user (Home Assistant's add-on needs one)")
+    p.add_argument(
+        "--password-env",
+        default="MQTT_PASSWORD",
+        metavar="VAR",
+        help="environment variable holding the password (MQTT_PASSWORD); never a flag",
+    )
     p.add_argument("--device-id", required=True, help="the daemon's [device] id")
     p.add_argument("--topic-prefix", default="emotion-edge", help="[mqtt] topic_prefix")
     p.add_argument(
@@ -177,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     client = paho.Client(paho.CallbackAPIVersion.VERSION2)
     client.on_connect, client.on_message = on_connect, on_message
     client.reconnect_delay_set(1, 30)
+    if args.username:
+        client.username_pw_set(args.username, os.environ.get(args.password_env) or None)
 
     def on_signal(signum, frame):
         stop.set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -98,7 +99,9 @@ def state(ts: float, emotion, confidence) -> bytes:
     ).encode()
 
 
+@pytest.mark.parametrize("mqtt_broker", [{"users": {"mood": "s3cret"}}], indirect=True)
 def test_real_script_runs_the_command_through_a_real_broker(mqtt_broker, tmp_path):
+    """A broker that wants a login, as Home Assistant's mosquitto add-on does."""
     record = tmp_path / "calls.txt"
     standin = tmp_path / "standin.py"
     standin.write_text(
@@ -118,14 +121,18 @@ def test_real_script_runs_the_command_through_a_real_broker(mqtt_broker, tmp_pat
             str(mqtt_broker.port),
             "--device-id",
             "den",
+            "--username",
+            "mood",
             "--rule",
             f"sad:120:{py} {standin} load calm",
             "--rule",
             f"happy:60:{py} {standin} load upbeat",
         ],
         stderr=err,
+        env={**os.environ, "MQTT_PASSWORD": "s3cret"},
     )
     daemon = paho.Client(paho.CallbackAPIVersion.VERSION2)
+    daemon.username_pw_set("mood", "s3cret")
     daemon.connect(mqtt_broker.host, mqtt_broker.port)
     daemon.loop_start()
     try:
