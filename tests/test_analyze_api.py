@@ -206,6 +206,7 @@ def test_python_api_one_code_path_with_the_daemon(cfg, photos):
     gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
     # what the pipeline does with a photo of an images: source
     dets = detect_photo(make_detector(cfg.detector), gray)
+    dets.sort(key=lambda d: -d.box[2] * d.box[3])  # the API lists the largest face first
     rolls = [eye_roll_deg(d.keypoints) for d in dets]
     probs = load_classifier(cfg.classifier).classify(gray, [d.box for d in dets], rolls)
     assert finds_both([d.box for d in dets]), [d.box for d in dets]
@@ -235,6 +236,7 @@ def test_scan_frame_is_the_daemons_camera_frame_path(cfg, server, photos):
     img = cv2.imdecode(np.frombuffer(photos[TWO], np.uint8), cv2.IMREAD_COLOR)
     gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
     dets = make_detector(cfg.detector).detect(gray)
+    dets.sort(key=lambda d: -d.box[2] * d.box[3])
     rolls = [eye_roll_deg(d.keypoints) for d in dets]
     probs = load_classifier(cfg.classifier).classify(gray, [d.box for d in dets], rolls)
     status, _, raw = post(server.port, photos[TWO], "image/jpeg", path="/api/v1/analyze?scan=frame")

@@ -167,6 +167,8 @@ class Analyzer:
             else:
                 raise ValueError(f"scan: 'photo' or 'frame', got {scan!r}")
         t2 = time.perf_counter()
+        # largest (nearest) face first, as the state payload's dominant_emotion picks it
+        detections = sorted(detections, key=lambda d: -float(d.box[2]) * float(d.box[3]))
         boxes = [tuple(float(v) for v in d.box) for d in detections]
         rolls = [eye_roll_deg(d.keypoints) for d in detections]  # the pipeline's alignment
         probs = self.classifier.classify(gray, boxes, rolls)  # the pipeline's crop + model

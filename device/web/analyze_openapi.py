@@ -92,7 +92,11 @@ def openapi_document(labels: tuple[str, ...] | list[str], limits) -> dict:
             "model_version": {"type": "string"},
             "labels": {"type": "array", "items": {"type": "string"}},
             "face_count": {"type": "integer", "minimum": 0},
-            "faces": {"type": "array", "items": {"$ref": "#/components/schemas/Face"}},
+            "faces": {
+                "type": "array",
+                "description": "Largest (nearest) face first",
+                "items": {"$ref": "#/components/schemas/Face"},
+            },
             "elapsed_ms": {"type": "number"},
             "queued_ms": {"type": "number"},
             "annotated_jpeg_b64": {
