@@ -10,12 +10,12 @@ own timing, a second DevTools client records every frame the browser composites
 and measures its brightness: a clip is on screen from the first dark frame to the first
 white one after it. For every clip it reports
 
-  onset error   start marker - first composited dark frame (the marker's timing error,
-                within the screencast's own frame spacing)
-  offset error  end marker - first composited frame after the clip (headless Chromium's
-                screencast sends no frame for ~0.3 s after a video element goes away,
-                while the page's own requestAnimationFrame runs within a frame of
-                `ended`: this column measures the screencast's gap, docs/benchmarks.md)
+  onset error   start marker - the first composited frame showing the clip (the marker's
+                timing error, within the screencast's own frame spacing; "-" where the
+                screencast sent no frame in the 0.1 s before the change)
+  offset error  end marker - the first composited frame not showing it (headless
+                Chromium's screencast usually sends no frame for 0.3-0.6 s after a video
+                element goes away, so this is mostly "-": docs/benchmarks.md)
   duration      (end - start) - the clip's duration
   playing event the `playing` media event's time - the first presented frame's time (what a
                 player that marked on media events alone would be off by)
@@ -46,7 +46,8 @@ OUT = RESULTS_DIR / "study_markers.json"
 # mean grey of a screencast frame: the fixation cross and the video element before its first
 # frame are black (~20 with the cross), the clip's frames grey (~72 letterboxed), the rating
 # and thanks pages white
-BLACK, BRIGHT = 40, 200
+BLACK, BRIGHT = 30, 200
+MAX_GAP_S = 0.1  # a transition is only timed when the screencast sent the frame before it
 
 
 def make_clips(folder: Path, n: int, seconds: float) -> list[tuple[str, Path, float, int]]:
@@ -144,17 +145,17 @@ class Screencast:
                 await call("Page.stopScreencast")
 
 
-def clip_spans(frames: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """(first frame showing the clip, first frame after it not showing it) per clip."""
-    spans, start = [], None
-    for ts, grey in sorted(frames):
-        showing = BLACK < grey < BRIGHT
-        if start is None and showing:
-            start = ts
-        elif start is not None and not showing:
-            spans.append((start, ts))
-            start = None
-    return spans
+def transition(frames, ts: float, into: bool, window=(-0.3, 0.3)) -> float | None:
+    """The first composited frame near `ts` where the screen turns to the clip (`into`) or
+    away from it, provided the frame before it is at most MAX_GAP_S older (otherwise the
+    screencast was not sending frames then and the moment is not known): None."""
+    showing = [(t, BLACK < g < BRIGHT) for t, g in frames]
+    for (t0, s0), (t1, s1) in zip(showing, showing[1:], strict=False):
+        if not ts + window[0] <= t1 <= ts + window[1]:
+            continue
+        if s0 != into and s1 == into:
+            return t1 if t1 - t0 <= MAX_GAP_S else None
+    return None
 
 
 def run_session(url: str, debugger_cb) -> None:
@@ -207,9 +208,13 @@ def markers(db: Path) -> list[dict]:
     return rows
 
 
-def summary(values: list[float]) -> dict:
+def summary(values: list[float | None]) -> dict:
+    values = [v for v in values if v is not None]
+    if not values:
+        return {"n": 0}
     a = [abs(v) for v in values]
     return {
+        "n": len(values),
         "mean_ms": round(statistics.fmean(values) * 1000, 1),
         "median_abs_ms": round(statistics.median(a) * 1000, 1),
         "max_abs_ms": round(max(a) * 1000, 1),
@@ -221,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clips", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--keep-db", type=Path, help="copy the session's database here")
     ap.add_argument("--trace", action="store_true", help="print the frames near each marker")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="study-bench-") as tmp:
@@ -256,36 +262,50 @@ def main(argv: list[str] | None = None) -> int:
                 proc.wait(10)
         ms = markers(db)
         frames = casts[0].frames
+        if args.keep_db:
+            shutil.copy(db, args.keep_db)
     if args.trace:
         ends = [m["ts"] for m in ms if m["kind"] == "stimulus"]
         for ts, grey in sorted(frames):
             near = min(ends, key=lambda e: abs(e - ts))
             if abs(ts - near) < 0.5:
                 print(f"{ts - near:+.3f} {grey:6.1f}")
-    spans = clip_spans(frames)
-    gaps = [b[0] - a[0] for a, b in zip(sorted(frames), sorted(frames)[1:], strict=False)]
-    start = {m["label"]: m for m in ms if m["kind"] == "stimulus" and m["action"] == "start"}
-    end = {m["label"]: m for m in ms if m["kind"] == "stimulus" and m["action"] == "end"}
+    frames.sort()
+    gaps = [b[0] - a[0] for a, b in zip(frames, frames[1:], strict=False)]
+    start: dict[str, dict] = {}  # the first start and the last end of every clip
+    end: dict[str, dict] = {}
+    segments: dict[str, int] = {}
+    for m in ms:
+        if m["kind"] != "stimulus":
+            continue
+        if m["action"] == "start":
+            start.setdefault(m["label"], m)
+            segments[m["label"]] = segments.get(m["label"], 0) + 1
+        else:
+            end[m["label"]] = m
     session = next(m for m in ms if m["kind"] == "session" and m["action"] == "start")
     rows = []
-    for (name, _, seconds, fps), (on, off) in zip(clips, spans, strict=False):
+    for name, _, seconds, fps in clips:
         s, e = start[name], end[name]
+        on = transition(frames, s["ts"], True)
+        off = transition(frames, e["ts"], False, (-0.3, 1.0))
         rows.append(
             {
                 "clip": name,
                 "fps": fps,
                 "seconds": round(seconds, 3),
-                "onset_error_s": round(s["ts"] - on, 4),
-                "offset_error_s": round(e["ts"] - off, 4),
+                "onset_error_s": None if on is None else round(s["ts"] - on, 4),
+                "offset_error_s": None if off is None else round(e["ts"] - off, 4),
                 "duration_error_s": round(e["ts"] - s["ts"] - seconds, 4),
+                "stretches": segments[name],
+                "end_tags": json.loads(e["tags"]),
+                "short_stalls": e["meta"].get("short_stalls"),
                 "playing_event_s": round(s["meta"].get("playing_event_ms", float("nan")) / 1000, 4),
                 "timing": s["meta"].get("timing"),
                 "frames_presented": e["meta"].get("frames"),
                 "frames_in_clip": int(round(seconds * fps)),
             }
         )
-    if len(spans) != len(clips):
-        log(f"WARNING: {len(spans)} clip stretches on screen for {len(clips)} clips")
     result = {
         "machine": machine_info(),
         "clips": len(clips),
@@ -305,11 +325,15 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{'clip':8} {'fps':>3} {'onset ms':>9} {'offset ms':>9} {'dur ms':>7} {'playing ms':>10}"
     )
+
+    def ms_(v) -> str:
+        return "-" if v is None else f"{v * 1000:.1f}"
+
     for r in rows:
         print(
-            f"{r['clip']:8} {r['fps']:>3} {r['onset_error_s'] * 1000:9.1f} "
-            f"{r['offset_error_s'] * 1000:9.1f} {r['duration_error_s'] * 1000:7.1f} "
-            f"{r['playing_event_s'] * 1000:10.1f}"
+            f"{r['clip']:8} {r['fps']:>3} {ms_(r['onset_error_s']):>9} "
+            f"{ms_(r['offset_error_s']):>9} {ms_(r['duration_error_s']):>7} "
+            f"{ms_(r['playing_event_s']):>10}"
         )
     for k in ("onset", "offset", "duration", "playing_event"):
         print(f"{k:14} {result[k]}")

@@ -417,7 +417,6 @@ def test_whole_session_over_mqtt_to_the_recorder(browser, study_dir, mqtt_broker
     )  # fmt: skip
     shots = None
     if UPDATE_DOCS:
-        from selenium.webdriver.common.by import By  # noqa: F401
 
         def shots(name: str) -> None:
             browser.save_screenshot(str(REPO / "docs/img" / f"study-{name}.png"))
@@ -436,6 +435,11 @@ def test_whole_session_over_mqtt_to_the_recorder(browser, study_dir, mqtt_broker
         assert all(m["tags"] == ["skipped"] and m["meta"]["error"] for m in missing)
         assert all(m["source"] == "emotion-edge-study" for m in ms)
 
+        if shots:
+            browser.get(study.url + "control")
+            _find(browser, "#status")
+            time.sleep(1.5)
+            shots("control")
         # a second participant closes the page in the middle of a clip
         start_session(browser, study.url, "P-TEST02", "control", {"age": "51"})
         _find(browser, "#jspsych-html-button-response-btngroup [data-choice='0']").click()

@@ -13,6 +13,7 @@ const TOKEN = location.hash.slice(1);
 const API = `/api/sessions/${TOKEN}`;
 const HEARTBEAT_MS = 500;
 const START_TIMEOUT_MS = 10000; // a clip that has not played by then is skipped
+const SHORT_STALL_MS = 100; // a shorter buffer stall does not split the clip's stretch
 const HAS_RVFC = 'requestVideoFrameCallback' in HTMLVideoElement.prototype;
 
 let clock = {offset_ms: 0, rtt_ms: -1};
@@ -78,7 +79,7 @@ function mark(action, label, perfMs, tags = [], meta = {}) {
 function watchClip(clip) {
   const video = document.querySelector('#jspsych-video-keyboard-response-stimulus');
   const st = {open: false, played: false, ended: false, failed: false, pending: null,
-              frames: 0, first: null, last: null, stalls: 0};
+              frames: 0, first: null, last: null, stalls: 0, waitingAt: null, shortStalls: 0};
   current = {clip, video, st};
   const open = (ts, tags, meta) => {
     if (st.open || st.failed) return;
@@ -88,7 +89,8 @@ function watchClip(clip) {
   const close = (ts, tags, meta = {}) => {
     if (!st.open) return;
     st.open = false;
-    mark('end', clip.name, ts, tags, {...meta, frames: st.frames, stalls: st.stalls});
+    mark('end', clip.name, ts, tags,
+      {...meta, frames: st.frames, stalls: st.stalls, short_stalls: st.shortStalls});
   };
   const fail = (why) => {
     if (st.failed || st.ended) return;
@@ -122,6 +124,16 @@ function watchClip(clip) {
   };
   if (HAS_RVFC) video.requestVideoFrameCallback(onFrame);
   video.addEventListener('playing', (e) => {
+    if (st.waitingAt !== null) {
+      const stall = e.timeStamp - st.waitingAt;
+      const at = st.waitingAt;
+      st.waitingAt = null;
+      if (stall < SHORT_STALL_MS) {
+        st.shortStalls += 1; // a hiccup of a frame or two: the stretch goes on
+        return;
+      }
+      close(at, ['stalled'], {stall_ms: stall});
+    }
     if (st.open || st.ended || st.failed) return;
     const tags = st.played ? ['resumed'] : [];
     st.played = true;
@@ -141,19 +153,31 @@ function watchClip(clip) {
       open(e.timeStamp, tags, {timing: 'playing-event'});
     }
   });
-  video.addEventListener('ended', (e) => {
+  // in the capture phase, so this runs before the plugin's own `onended` ends the trial (and
+  // the next trial, perhaps the session's end, is already sent)
+  const onEnded = (e) => {
+    if (e.target !== video) return;
+    document.removeEventListener('ended', onEnded, true);
     st.ended = true;
+    st.waitingAt = null;
     const last = st.last;
     close(e.timeStamp, [], {
       media_duration_s: video.duration,
       last_frame_ms: last ? e.timeStamp - last.expectedDisplayTime : null,
     });
     current = null;
-  });
+  };
+  document.addEventListener('ended', onEnded, true);
   video.addEventListener('pause', (e) => {
-    if (!st.ended && !video.ended) close(e.timeStamp, ['paused']);
+    if (st.ended || video.ended) return;
+    const at = st.waitingAt !== null ? st.waitingAt : e.timeStamp;
+    st.waitingAt = null;
+    close(at, ['paused']);
   });
-  video.addEventListener('waiting', (e) => close(e.timeStamp, ['stalled']));
+  // a buffer stall ends the stretch at its start, once it proves longer than a hiccup
+  video.addEventListener('waiting', (e) => {
+    if (st.open && !st.ended && st.waitingAt === null) st.waitingAt = e.timeStamp;
+  });
   video.addEventListener('stalled', () => { st.stalls += 1; });
   video.addEventListener('error', () => fail(`media error ${video.error && video.error.code}`));
   const sources = video.querySelectorAll('source');
