@@ -95,9 +95,10 @@ def attach_web(cfg: AppConfig, pipeline: Pipeline):
         status=status,
         token=cfg.web.token() if cfg.web.allow_remote else "",
         detector_kind=cfg.detector.kind,  # the page's "faces too far" hint names it
-        analyze=make_analyze_api(cfg),  # POST /api/v1/analyze beside the live view
+        # POST /api/v1/analyze beside the live view; its own models load at the first request
+        # (+33 MB, +66 MB after a photo): a daemon whose API nobody uses does not pay for it
+        analyze=make_analyze_api(cfg),
     )
-    server.analyze.warm_up()  # its models load now: a broken install fails at start-up
     server.start()
     pipeline.taps.append(server)
     return server
