@@ -22,6 +22,7 @@ more with --variant NAME=table.key=value (repeat to add keys; they start from "a
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from pathlib import Path
 
@@ -268,6 +269,18 @@ def _rate_cell(d: dict) -> str:
     return f"{d['rate']:.2f} ({d['right']}/{d['judged']}{faces})"
 
 
+def meets(cell: str, target: str) -> str:
+    """The cell with a mark for the issue's target: its leading number against ">= x" or
+    "<= x" (cells without a number or rows without a target stay as they are)."""
+    m = re.match(r"\s*(-?\d+(?:\.\d+)?)", cell)
+    t = re.match(r"\s*([<>]=)\s*(\d+(?:\.\d+)?)", target)
+    if not m or not t:
+        return cell
+    value, bound = float(m.group(1)), float(t.group(2))
+    ok = value >= bound if t.group(1) == ">=" else value <= bound
+    return f"{cell} {'✓' if ok else '✗'}"
+
+
 def markdown(result: dict) -> str:
     names = list(result["variants"])
     v = result["variants"]
@@ -278,7 +291,7 @@ def markdown(result: dict) -> str:
         cells = []
         for n in names:
             try:
-                cells.append(fn(v[n]))
+                cells.append(meets(fn(v[n]), target))
             except (KeyError, TypeError):
                 cells.append("-")
         rows.append(f"| {label} | {target} | " + " | ".join(cells) + " |")
@@ -306,11 +319,11 @@ def markdown(result: dict) -> str:
         row(f"tracked faces recall, {b} px", "", lambda r, b=b: _pr_cell(r["room"]["tracked"][b]))
     row("tracked faces precision", "", lambda r: _pr_cell(r["room"]["tracked"]["all"], "precision"))
     row(
-        "ID switches per person (max; persons tracked)",
+        "ID switches of the worst person (mean; persons tracked)",
         "<= 1",
         lambda r: (
-            f"{r['room']['identity']['id_switches_per_person']:.2f} "
-            f"(max {r['room']['identity']['max_id_switches']}; "
+            f"{r['room']['identity']['max_id_switches']} "
+            f"(mean {r['room']['identity']['id_switches_per_person']:.2f}; "
             f"{r['room']['identity']['persons_tracked']}/{r['room']['identity']['persons']})"
         ),
     )

@@ -262,3 +262,13 @@ def test_replayed_detections_give_the_same_run(clip, tmp_path):
     other = daemon_run.make_config(video, False, pins, {"detector": {"min_score": 0.6}})
     third, _ = daemon_run.run_clip(other, truth.fps, tmp_path, truth.params)
     assert not third.replayed
+
+
+def test_table_marks_targets():
+    from benchmarks.synthetic_room import meets
+
+    assert meets("0.92 (90/98)", ">= 0.90").endswith("✓")
+    assert meets("0.89 (89/100)", ">= 0.90").endswith("✗")
+    assert meets("2 (mean 0.50; 4/4)", "<= 1").endswith("✗")
+    assert meets("0.40 (2 in 5.0 min)", "<= 0.5").endswith("✓")
+    assert meets("-", ">= 0.90") == "-" and meets("0.5", "") == "0.5"
