@@ -112,6 +112,9 @@ def study_dir(tmp_path_factory) -> Path:
     make_clip(d / "clips/long.webm", DURATIONS["clip-long"])
     (d / "films.toml").write_text(STUDY_TOML.format(fixation=0.3, extra=MISSING_CLIP))
     (d / "two.toml").write_text(STUDY_TOML.format(fixation=0.3, extra=""))
+    # no ratings: the last clip's end and the session's end follow each other at once
+    no_ratings = STUDY_TOML.format(fixation=0.3, extra="")
+    (d / "noratings.toml").write_text(no_ratings[: no_ratings.index("[[ratings]]")])
     return d
 
 
@@ -475,7 +478,7 @@ def test_pause_resume_and_db_mode_report(browser, study_dir, tmp_path, sample_vi
     and resumes a clip; the report then shows the session with its stimuli."""
     db = tmp_path / "inproc.sqlite"
     study = StudyProc(
-        tmp_path, study_dir / "two.toml", "--device", "laptop", "--db", str(db),
+        tmp_path, study_dir / "noratings.toml", "--device", "laptop", "--db", str(db),
         "--source", f"video:{sample_video}", "--sessions", "1",
     )  # fmt: skip
     try:
@@ -499,6 +502,8 @@ def test_pause_resume_and_db_mode_report(browser, study_dir, tmp_path, sample_vi
     name = next(n for n in DURATIONS if any("paused" in s[3] for s in clip_spans(ms, n)))
     spans = clip_spans(ms, name)
     assert [s[2] for s in spans] == [[], ["resumed"]] and [s[3] for s in spans] == [["paused"], []]
+    for clip in DURATIONS:  # every clip's last stretch ends with the clip, not the session
+        assert clip_spans(ms, clip)[-1][3] == [], clip_spans(ms, clip)
     played = sum(e - s for s, e, _, _ in spans)
     assert abs(played - DURATIONS[name]) <= TOLERANCE_S, (played, spans)
     assert spans[1][0] - spans[0][1] >= 0.8, "the pause is not a gap between the stretches"
