@@ -366,7 +366,7 @@ def test_bad_uploads_get_a_clear_4xx_json_error(server, openapi, photos, case):
     assert word is None or word.lower() in doc["error"].lower(), doc
     assert "\n" not in doc["error"]
     # the server is still fine
-    ok, _, _ = post(server.port, photos[OBAMA], "image/jpeg")
+    ok, _, _ = post(server.port, photos[OBAMA], "image/jpeg", path="/api/v1/analyze?scan=frame")
     assert ok == 200
 
 
@@ -418,13 +418,14 @@ def test_busy_server_answers_429_and_recovers(cfg, photos):
         slow = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
         slow.sendall(
             (
-                "POST /api/v1/analyze HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                "POST /api/v1/analyze?scan=frame HTTP/1.1\r\nHost: x\r\n"
+                "Content-Type: image/jpeg\r\n"
                 f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
             ).encode()
             + data[:1000]
         )
         time.sleep(0.5)
-        status, headers, raw = post(srv.port, data, "image/jpeg")
+        status, headers, raw = post(srv.port, data, "image/jpeg", path="/api/v1/analyze?scan=frame")
         assert status == 429, raw[:300]
         assert headers["Retry-After"] == "1" and json.loads(raw)["code"] == "busy"
         slow.sendall(data[1000:])
@@ -433,7 +434,7 @@ def test_busy_server_answers_429_and_recovers(cfg, photos):
             reply += chunk
         slow.close()
         assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
-        assert post(srv.port, data, "image/jpeg")[0] == 200
+        assert post(srv.port, data, "image/jpeg", path="/api/v1/analyze?scan=frame")[0] == 200
         assert srv.analyze.figures["refused_busy"] == 1
     finally:
         srv.close()
