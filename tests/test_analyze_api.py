@@ -445,6 +445,9 @@ def test_token_is_required_when_set(cfg, photos):
     try:
         assert post(srv.port, photos[OBAMA], "image/jpeg")[0] == 401
         assert get(srv.port, "/api/v1/openapi.json")[0] == 401
+        status, headers, body = get(srv.port, "/analyze")  # a browser gets the sign-in form
+        assert status == 401 and headers["Content-Type"].startswith("text/html")
+        assert b'action="login"' in body
         status, _, raw = post(
             srv.port,
             photos[OBAMA],

@@ -390,7 +390,7 @@ class WebServer:
         async def guard(request, handler):
             open_paths = ("/healthz", "/login", "/static/style.css")
             if request.path not in open_paths and not self._authorized(request):
-                if request.path == "/" and request.method == "GET":
+                if request.path in ("/", "/analyze") and request.method == "GET":  # pages
                     resp = self._page("login.html", status=401)
                 else:
                     resp = web.json_response(
