@@ -96,6 +96,7 @@ def score_clip(truth: scenes.Truth, rec: daemon_run.RunRecord) -> dict:
             truth, {i: [b for _, b in rows] for i, rows in rec.tracks.items()}
         ),
         "identity": score.identity_scores(truth, assoc),
+        "occlusion": score.occlusion_scores(truth, assoc),
         "changed": score.changed_scores(truth, rec.scorer_events(), assoc),
         "read_right": score.read_right_scores(truth, rec.scorer_samples(), assoc),
         "switch_readable": score.switch_readable_scores(truth, rec.scorer_samples(), assoc),
@@ -137,6 +138,7 @@ def pooled(per_clip: dict[str, dict]) -> dict:
             "max_id_switches": max(i["max_id_switches"] for i in ident),
             "fragments": sum(i["fragments"] for i in ident),
         },
+        "occlusion": merge_counts([c["occlusion"] for c in clips], ("occlusions", "kept_id")),
         "changed": {
             **ch,
             "recall": round(ch["told"] / ch["switches"], 4) if ch["switches"] else None,
@@ -326,6 +328,11 @@ def markdown(result: dict) -> str:
             f"(mean {r['room']['identity']['id_switches_per_person']:.2f}; "
             f"{r['room']['identity']['persons_tracked']}/{r['room']['identity']['persons']})"
         ),
+    )
+    row(
+        "occluded face kept its id",
+        "",
+        lambda r: f"{r['room']['occlusion']['kept_id']}/{r['room']['occlusion']['occlusions']}",
     )
     row("track fragments (same id resumed)", "", lambda r: str(r["room"]["identity"]["fragments"]))
     row(

@@ -272,3 +272,15 @@ def test_table_marks_targets():
     assert meets("2 (mean 0.50; 4/4)", "<= 1").endswith("✗")
     assert meets("0.40 (2 in 5.0 min)", "<= 0.5").endswith("✓")
     assert meets("-", ">= 0.90") == "-" and meets("0.5", "") == "0.5"
+
+
+def test_occluded_face_keeps_or_loses_its_id(clip):
+    _, truth = clip
+    steady = score.associate(truth, perfect_tracks(truth))
+    assert score.occlusion_scores(truth, steady) == {"occlusions": 1, "kept_id": 1}
+    hidden_until = max(i for i, fs in enumerate(truth.faces) for f in fs if f[0] == 0 and f[6])
+    renamed = perfect_tracks(truth)
+    for i in range(hidden_until + 1, truth.n_frames):
+        renamed[i] = [(7 if fid == 1 else fid, b) for fid, b in renamed[i]]
+    lost = score.associate(truth, renamed)
+    assert score.occlusion_scores(truth, lost) == {"occlusions": 1, "kept_id": 0}

@@ -179,6 +179,30 @@ def identity_scores(truth: Truth, assoc: dict[int, dict[int, int]]) -> dict:
     }
 
 
+def _first_id(assoc: dict[int, dict[int, int]], person: int, frames) -> int | None:
+    """The face_id matched to `person` in the first of `frames` that has one."""
+    return next((f for i in frames for f, q in assoc.get(i, {}).items() if q == person), None)
+
+
+def occlusion_scores(truth: Truth, assoc: dict[int, dict[int, int]]) -> dict:
+    """Whether each occluded person has the same face_id after the occluder as before it
+    (the last matched id before the hidden frames against the first one after)."""
+    kept = lost = 0
+    for occ in truth.occlusions:
+        p = occ["person"]
+        hidden = [i for i, faces in enumerate(truth.faces) for f in faces if f[0] == p and f[6]]
+        if not hidden:
+            continue
+
+        before = _first_id(assoc, p, range(min(hidden) - 1, max(-1, min(hidden) - 16), -1))
+        after = _first_id(assoc, p, range(max(hidden) + 1, min(truth.n_frames, max(hidden) + 16)))
+        if before is not None and before == after:
+            kept += 1
+        else:
+            lost += 1
+    return {"occlusions": kept + lost, "kept_id": kept}
+
+
 def _event_person(ev: dict, assoc: dict[int, dict[int, int]], truth: Truth) -> int | None:
     """The person an event's face is: by the face_id's match at the event frame (or the
     nearest frame within 0.5 s), else by the event's box."""
