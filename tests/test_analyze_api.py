@@ -440,6 +440,30 @@ def test_busy_server_answers_429_and_recovers(cfg, photos):
         srv.close()
 
 
+def test_refusals_are_counted_and_logged_without_content(cfg, photos, caplog):
+    caplog.set_level(logging.INFO, logger="emotion_edge.web.analyze_api")
+    srv = start_server(cfg)
+    try:
+        assert post(srv.port, b"GIF89a" + b"\x00" * 64, "image/png")[0] == 415
+        assert post(srv.port, png_header(100_000, 100_000), "image/png")[0] == 413
+        assert (
+            post(srv.port, photos[OBAMA], "image/jpeg", path="/api/v1/analyze?scan=frame")[0] == 200
+        )
+        status, _, raw = get(srv.port, "/api/v1/stats")
+        stats = json.loads(raw)
+        assert status == 200 and stats["requests"] == 3 and stats["analysed"] == 1
+        assert stats["refusals"] == {"415 unsupported_format": 1, "413 too_many_pixels": 1}
+        assert stats["in_progress"] == 0 and stats["limits"]["workers"] == 2
+        lines = [r.getMessage() for r in caplog.records if "analyze: refused" in r.getMessage()]
+        assert lines == [
+            "analyze: refused 1 x 415 unsupported_format (all refusals: GET /api/v1/stats; "
+            "the next are summed up once a minute)"
+        ]
+        assert "100000" not in caplog.text and "GIF" not in caplog.text
+    finally:
+        srv.close()
+
+
 def test_token_is_required_when_set(cfg, photos):
     srv = start_server(cfg, token="s3cret-token-for-tests")
     try:

@@ -9,6 +9,7 @@ Routes (added to the live view's aiohttp app by `AnalyzeAPI.add_routes`):
                              (photo: every detector view, the default; frame: one pass) as query
                              parameters, form fields or JSON keys
   GET  /api/v1/openapi.json  the OpenAPI 3.1 document of the above
+  GET  /api/v1/stats         counts: requests, analysed, faces, refusals by code, in progress
   GET  /analyze              a page to drop a photo on (static/analyze.html)
 
 Answers are JSON, errors too: {"error": "...", "code": "...", "request_id": "..."} with 400
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 
 API_PATH = "/api/v1/analyze"
 OPENAPI_PATH = "/api/v1/openapi.json"
+STATS_PATH = "/api/v1/stats"
+SUMMARY_EVERY_S = 60.0  # refusals after the first: one summary log line a minute at most
 PAGE_PATH = "/analyze"
 RAW_TYPES = ("image/jpeg", "image/png", "application/octet-stream", "image/jpg")
 NO_STORE = {"Cache-Control": "no-store"}
@@ -119,6 +122,9 @@ class AnalyzeAPI:
             "refused_bad": 0,
             "failed": 0,
         }
+        self.refusals: dict[str, int] = {}  # by "<status> <code>", since start
+        self._tally: dict[str, int] = {}  # refusals not logged yet
+        self._tally_logged = 0.0
 
     # -- wiring --------------------------------------------------------------------------------
 
@@ -126,6 +132,7 @@ class AnalyzeAPI:
         app.router.add_post(API_PATH, self.handle_analyze)
         app.router.add_get(OPENAPI_PATH, self.handle_openapi)
         app.router.add_get(PAGE_PATH, self.handle_page)
+        app.router.add_get(STATS_PATH, self.handle_stats)
 
     def analyzer(self) -> Analyzer:
         with self._analyzer_lock:
@@ -158,6 +165,43 @@ class AnalyzeAPI:
             self._openapi = json.dumps(doc, indent=1).encode()
         return web.Response(body=self._openapi, content_type="application/json", headers=NO_STORE)
 
+    def stats(self) -> dict:
+        lim = self.limits
+        return {
+            **self.figures,
+            "refusals": dict(self.refusals),
+            "in_progress": self.active,
+            "models_loaded": self._analyzer is not None,
+            "limits": {
+                "max_bytes": lim.max_bytes,
+                "max_pixels": lim.max_pixels,
+                "workers": lim.workers,
+                "queue": lim.queue,
+            },
+        }
+
+    async def handle_stats(self, request):
+        from aiohttp import web
+
+        return web.json_response(self.stats(), headers=NO_STORE)
+
+    def _refused(self, exc: ApiError, request_id: str):
+        """Count a refusal and log it (never the upload): the first at once, then a summary
+        a minute at most."""
+        key = f"{exc.status} {exc.code}"
+        self.refusals[key] = self.refusals.get(key, 0) + 1
+        self._tally[key] = self._tally.get(key, 0) + 1
+        now = time.monotonic()
+        if now - self._tally_logged >= SUMMARY_EVERY_S:
+            parts = ", ".join(f"{n} x {k}" for k, n in sorted(self._tally.items()))
+            log.info(
+                "analyze: refused %s (all refusals: GET %s; the next are summed up once a minute)",
+                parts,
+                STATS_PATH,
+            )
+            self._tally, self._tally_logged = {}, now
+        return _error(exc, request_id)
+
     async def handle_analyze(self, request):
         from aiohttp import web
 
@@ -166,7 +210,7 @@ class AnalyzeAPI:
         lim = self.limits
         if self.active >= lim.workers + lim.queue:
             self.figures["refused_busy"] += 1
-            return _error(
+            return self._refused(
                 ApiError(
                     429,
                     "busy",
@@ -199,10 +243,10 @@ class AnalyzeAPI:
             return web.json_response(body, headers=NO_STORE, dumps=_compact)
         except ApiError as exc:
             self.figures["refused_bad"] += 1
-            return _error(exc, request_id)
+            return self._refused(exc, request_id)
         except ImageError as exc:
             self.figures["refused_bad"] += 1
-            return _error(ApiError(exc.status, exc.code, str(exc)), request_id)
+            return self._refused(ApiError(exc.status, exc.code, str(exc)), request_id)
         except Exception as exc:  # noqa: BLE001 - one bad image must not take the server down
             self.figures["failed"] += 1
             # the type only: neither the image nor anything read from it goes to the log

@@ -205,7 +205,19 @@ def openapi_document(labels: tuple[str, ...] | list[str], limits) -> dict:
                     },
                     "responses": responses,
                 }
-            }
+            },
+            "/api/v1/stats": {
+                "get": {
+                    "operationId": "analyzeStats",
+                    "summary": "Requests, analyses, faces and refusals (by status and code) so far",
+                    "responses": {
+                        "200": {
+                            "description": "Counts since the server started",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
+                }
+            },
         },
         # no token on loopback; beyond it the live view's token (or its session cookie)
         "security": [{}, {"bearerToken": []}],
