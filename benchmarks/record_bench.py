@@ -330,7 +330,8 @@ def bench_offline(work: Path) -> dict:
         "frames_per_s": s["fps"],
         "clip_fps": s["source_fps"],
         "times_real_time": s.get("realtime_factor"),
-        "timeline_rows": s["faces"],
+        "timeline_samples": s["samples"],
+        "timeline_face_rows": s["face_rows"],
         "events": s["events"],
         "note": "detection on every frame (pipeline.adaptive = false), timeline every frame",
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import re
 import signal
@@ -251,14 +252,33 @@ def run_daemon(cfg, max_frames: int | None, duration: float | None) -> int:
     return EXIT_OK
 
 
+def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """argparse's own refusals (an unknown flag, a malformed number) as one line and exit 2,
+    like every other user error, instead of the usage text followed by the error."""
+
+    def error(message: str):
+        parser.exit(EXIT_USER_ERROR, f"{parser.prog}: error: {message} (see --help)\n")
+
+    parser.error = error  # type: ignore[method-assign]
+    return parser
+
+
+def check_run_flags(args: argparse.Namespace) -> None:
+    """The flags the config file does not validate (it checks --mqtt-port only when MQTT is
+    on, and a NaN would pass `<= 0`)."""
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ConfigError(f"--max-frames: must be >= 1, got {args.max_frames}")
+    if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
+        raise ConfigError(f"--duration: must be a finite number > 0, got {args.duration}")
+    if args.mqtt_port is not None and not 1 <= args.mqtt_port <= 65535:
+        raise ConfigError(f"--mqtt-port: a TCP port is 1-65535, got {args.mqtt_port}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = one_line_errors(build_parser()).parse_args(argv)
     setup_logging(args.log_level or "INFO")
     try:
-        if args.max_frames is not None and args.max_frames < 1:
-            raise ConfigError(f"--max-frames: must be >= 1, got {args.max_frames}")
-        if args.duration is not None and args.duration <= 0:
-            raise ConfigError(f"--duration: must be > 0, got {args.duration}")
+        check_run_flags(args)
         from emotion_edge.config import load_config, to_toml
 
         cfg = load_config(args.config, overrides_from_args(args))

@@ -245,9 +245,23 @@ def record_parser() -> argparse.ArgumentParser:
 
 
 def record_main(argv: list[str] | None = None) -> int:
-    args = record_parser().parse_args(argv)
+    from emotion_edge.cli import one_line_errors
+    from emotion_edge_record.options import discard_if_empty, new_database_file
+
+    args = one_line_errors(record_parser()).parse_args(argv)
     _setup_logging(args.log_level)
-    return _run(_record, args)
+    created = new_database_file(args.db)
+    rc = _run(_checked_record, args)
+    if rc != EXIT_OK and discard_if_empty(created):
+        log.debug("removed %s: this refused run created it and left it empty", created)
+    return rc
+
+
+def _checked_record(args) -> int:
+    from emotion_edge_record.options import check_record
+
+    check_record(args)  # before anything opens: the database, a broker, a file
+    return _record(args)
 
 
 def _record(args) -> int:
@@ -315,13 +329,15 @@ def _record(args) -> int:
             )
             summary["source"] = res.as_dict()
             log.info(
-                "%s: %d frames in %.1f s (%.1f frames/s%s), %d timeline rows, events %s",
+                "%s: %d frames in %.1f s (%.1f frames/s%s), %d timeline samples (%d face rows), "
+                "events %s",
                 args.source,
                 res.frames,
                 res.elapsed_s,
                 res.fps,
                 f", {res.fps / res.source_fps:.1f}x real time" if res.source_fps else "",
-                res.faces,
+                res.samples,
+                res.face_rows,
                 res.events,
             )
     finally:
@@ -467,9 +483,18 @@ def mark_parser() -> argparse.ArgumentParser:
 
 
 def mark_main(argv: list[str] | None = None) -> int:
-    args = mark_parser().parse_args(argv)
+    from emotion_edge.cli import one_line_errors
+
+    args = one_line_errors(mark_parser()).parse_args(argv)
     _setup_logging(args.log_level)
-    return _run(_mark, args)
+    return _run(_checked_mark, args)
+
+
+def _checked_mark(args) -> int:
+    from emotion_edge_record.options import check_mark
+
+    check_mark(args)  # before the broker is contacted
+    return _mark(args)
 
 
 def build_markers(args) -> list[dict]:
@@ -621,9 +646,18 @@ def report_parser() -> argparse.ArgumentParser:
 
 
 def report_main(argv: list[str] | None = None) -> int:
-    args = report_parser().parse_args(argv)
+    from emotion_edge.cli import one_line_errors
+
+    args = one_line_errors(report_parser()).parse_args(argv)
     _setup_logging(args.log_level)
-    return _run(_report, args)
+    return _run(_checked_report, args)
+
+
+def _checked_report(args) -> int:
+    from emotion_edge_record.options import check_report
+
+    check_report(args)  # before the database opens
+    return _report(args)
 
 
 def _report(args) -> int:

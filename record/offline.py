@@ -57,7 +57,7 @@ class OfflineSummary:
     session: str
     frames: int = 0
     samples: int = 0  # timeline samples: one per sampled frame or photo
-    faces: int = 0
+    face_rows: int = 0  # timeline_faces rows: one per face in a sample
     events: dict = field(default_factory=dict)
     errors: int = 0
     files_skipped: int = 0  # images: not an image, damaged or over max_image_pixels
@@ -386,7 +386,7 @@ def _record_video(
         src.close()
         tick.flush()
     summary.elapsed_s = round(time.monotonic() - started, 3)
-    summary.samples, summary.faces, summary.events = out.samples, out.faces, dict(out.events)
+    summary.samples, summary.face_rows, summary.events = out.samples, out.faces, dict(out.events)
     return first, last
 
 
@@ -465,7 +465,7 @@ def _record_images(
                     tick.add()
                 times.append(ts)
                 summary.samples += 1
-                summary.faces += len(faces)
+                summary.face_rows += len(faces)
                 writer.submit(Pending(json.dumps(payload), None, None, time.time()))
     finally:
         summary.files_skipped = src.files_skipped  # each logged once by the source

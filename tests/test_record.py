@@ -495,7 +495,7 @@ def test_video_in_process_faster_than_real_time(sample_video, emotion_model, tmp
     assert src["frames"] == 275 and src["samples"] == 275  # every frame a sample
     assert src["source_fps"] == pytest.approx(29.97, abs=0.01)
     assert s["db"]["events"] == sum(src["events"].values())
-    assert s["db"]["timeline_faces"] == src["faces"] > 0
+    assert s["db"]["timeline_faces"] == src["face_rows"] > 0
     con = sqlite3.connect(db)
     lo, hi = con.execute("SELECT MIN(captured_ts), MAX(captured_ts) FROM samples").fetchone()
     start = 1772359200.0  # 2026-03-01T10:00:00Z: clip time, not this machine's speed
