@@ -118,16 +118,23 @@ def crop_face(
 
 
 def eye_roll_deg(keypoints: np.ndarray | None) -> float:
-    """The face's roll in degrees from BlazeFace keypoints (0: right eye, 1: left eye, as seen
-    in the image: the person's right eye is on the image's left); 0 without keypoints.
-    Positive: the eye line slopes down to the right of the image."""
-    if keypoints is None or len(keypoints) < 2:
+    """The face's roll in degrees from BlazeFace keypoints (0, 1: the eyes as seen in the image,
+    4, 5: the ears' tragions); positive: the eye line slopes down to the right of the image.
+
+    0 (no turn) without keypoints, or when the eye line and the ear line disagree by more than
+    ROLL_AGREE_DEG: keypoints that disagree were guessed on a face the net barely sees, and
+    turning by a wrong angle costs more than not turning."""
+    if keypoints is None or len(keypoints) < 6:
         return 0.0
     (rx, ry), (lx, ly) = keypoints[0], keypoints[1]
-    return float(np.degrees(np.arctan2(ly - ry, lx - rx)))
+    (erx, ery), (elx, ely) = keypoints[4], keypoints[5]
+    eyes = float(np.degrees(np.arctan2(ly - ry, lx - rx)))
+    ears = float(np.degrees(np.arctan2(ely - ery, elx - erx)))
+    return (eyes + ears) / 2.0 if abs(eyes - ears) <= ROLL_AGREE_DEG else 0.0
 
 
-# Below this roll a crop is taken straight (rotating costs a resample and buys nothing).
+ROLL_AGREE_DEG = 10.0
+# Roll (degrees) within which a crop is taken straight: FER2013's faces lean that much.
 MIN_ALIGN_DEG = 15.0
 
 
@@ -138,40 +145,38 @@ def crop_face_aligned(
     scale: float = FACE_CROP_SCALE,
     shift_y: float = FACE_CROP_SHIFT_Y,
 ) -> np.ndarray:
-    """`crop_face` of a face turned upright first: the crop square is rotated by the face's
-    roll about the face box's centre, so the eyes lie level as in FER2013's faces. The crop
-    rule (side and centre shift, along the upright face) is the same."""
+    """`crop_face` of a tilted face turned towards upright first: FER2013's own faces lean up
+    to ~15 degrees (the model learned those), so only the roll beyond MIN_ALIGN_DEG is undone,
+    about the face box's centre; the crop rule (side, and the centre shift along the upright
+    face) is unchanged. Measured by benchmarks/roll_alignment.py (docs/benchmarks.md)."""
     import cv2
 
-    if abs(roll_deg) < MIN_ALIGN_DEG:
+    excess = abs(roll_deg) - MIN_ALIGN_DEG
+    if excess <= 0:
         return crop_face(gray, box, scale, shift_y)
+    roll_deg = float(np.sign(roll_deg)) * excess
     x, y, w, h = (float(v) for v in box)
     size = max(w, h)
-    side = size * scale
-    # An upright square of 1.5 sides holds the rotated crop: take it with crop_face's own
-    # area resampling at 1.5x the input size, then rotate within it (no aliasing when a big
-    # face shrinks to 48 px).
-    big = int(round(INPUT_SIZE * 1.5))
+    # An upright square of 1.5 crop sides around the face holds the turned crop: taken at 2x
+    # the input resolution, turned about the face's centre, then the crop square (moved along
+    # the now upright face by shift_y) is area-resampled to 48 px: one interpolation at 2x,
+    # no blur from resampling at the final size.
+    big = INPUT_SIZE * 3
     half = size * 0.75
     outer = crop_face(
         gray, (x + w / 2 - half, y + h / 2 - half, 2 * half, 2 * half), scale, 0.0, big
     )
-    k = big / (side * 1.5)  # outer px per frame px
-    t = np.radians(roll_deg)
-    cos, sin = np.cos(t), np.sin(t)
-    # upright crop coords q -> outer coords p: p = c + R(t) (q - 24) * (side / 48) * k, with
-    # the crop's centre moved along the upright face by shift_y
-    c = np.array([big / 2.0, big / 2.0]) + k * shift_y * size * np.array([-sin, cos])
-    f = side * k / INPUT_SIZE
-    m = np.array([[cos * f, -sin * f, 0.0], [sin * f, cos * f, 0.0]])
-    m[:, 2] = c - m[:, :2] @ np.array([INPUT_SIZE / 2.0, INPUT_SIZE / 2.0])
-    return cv2.warpAffine(
-        outer,
-        m,
-        (INPUT_SIZE, INPUT_SIZE),
-        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-        borderMode=cv2.BORDER_REPLICATE,
+    m = cv2.getRotationMatrix2D((big / 2.0, big / 2.0), roll_deg, 1.0)
+    upright = cv2.warpAffine(
+        outer, m, (big, big), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
     )
+    side = big / 1.5  # the crop square in outer px
+    cy = big / 2.0 + shift_y * size * (big / (1.5 * size * scale))
+    y0 = int(round(cy - side / 2.0))
+    x0 = int(round((big - side) / 2.0))
+    y0 = min(max(0, y0), big - int(side))
+    crop = upright[y0 : y0 + int(side), x0 : x0 + int(side)]
+    return cv2.resize(crop, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_AREA)
 
 
 def to_float_input(faces: np.ndarray) -> np.ndarray:

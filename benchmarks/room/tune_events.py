@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import pickle
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -117,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="the benchmark's half-length clips")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scenes", default="near,room,mixed")
+    p.add_argument("--reuse", action="store_true", help="replay OUT/recorded.pkl, no pipeline")
+    p.add_argument(
+        "--grid", action="append", default=[], metavar="KEY=V1,V2", help="replace a grid axis"
+    )
     args = p.parse_args(argv)
     clips_dir = args.clips or CACHE_ROOT / "synthetic_room" / (
         "clips-quick" if args.quick else "clips"
@@ -129,7 +134,12 @@ def main(argv: list[str] | None = None) -> int:
         return pool["pool"]
 
     recorded = []
-    for spec in scenes.default_scenes(args.quick):
+    cache = args.out / "recorded.pkl"
+    if args.reuse and cache.is_file():
+        # the pipeline's record of an earlier run (a local cache, never committed)
+        recorded, labels, tracking = pickle.loads(cache.read_bytes())
+        log(f"tune_events: reusing {cache}")
+    for spec in scenes.default_scenes(args.quick) if not recorded else []:
         if spec.name not in args.scenes.split(","):
             continue
         video, truth = scenes.ensure_scene(spec, clips_dir, args.seed, loader)
@@ -138,10 +148,16 @@ def main(argv: list[str] | None = None) -> int:
         assoc = score.associate(truth, tracks)
         recorded.append((spec.name, truth, frames, assoc))
         log(f"tune_events: {spec.name}: {len(frames)} frames in {time.perf_counter() - t:.0f} s")
+    args.out.mkdir(parents=True, exist_ok=True)
+    cache.write_bytes(pickle.dumps((recorded, labels, tracking)))
+    grid = dict(GRID)
+    for item in args.grid:
+        key, _, values = item.partition("=")
+        grid[key] = tuple(float(v) for v in values.split(","))
 
     rows = []
-    keys = list(GRID)
-    for values in itertools.product(*(GRID[k] for k in keys)):
+    keys = list(grid)
+    for values in itertools.product(*(grid[k] for k in keys)):
         rule = dict(zip(keys, values, strict=True))
         told = switches = false = 0
         minutes = 0.0
@@ -164,7 +180,6 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
     rows.sort(key=lambda r: (-(r["recall"] or 0), r["false_per_face_minute"] or 0))
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "tune_events.json").write_text(json.dumps(rows, indent=1))
     head = "| tau s | min conf | hysteresis | dwell s | told | recall | false/face-min |"
     print(head + "\n|---|---|---|---|---|---|---|")
