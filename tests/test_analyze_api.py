@@ -675,6 +675,25 @@ def test_browser_drop_a_photo_shows_boxes_and_bars(server, samples_dir, tmp_path
         if os.environ.get("EMOTION_EDGE_UPDATE_SCREENSHOT") == "1" or not DOCS_SHOT.exists():
             DOCS_SHOT.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(shot, DOCS_SHOT)
+        # the fast scan box: one detector pass, the API's scan=frame
+        first = drv.execute_script("return document.body.dataset.done")
+        drv.find_element(By.ID, "fast").click()
+        drv.execute_script(DROP_FIRE_JS)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and drv.execute_script(
+            "return document.body.dataset.done"
+        ) in (None, first):
+            time.sleep(0.2)
+        fast = json.loads(
+            post(
+                server.port,
+                (samples_dir / TWO).read_bytes(),
+                "image/jpeg",
+                path="/api/v1/analyze?scan=frame",
+            )[2]
+        )
+        shown = drv.execute_script("return document.getElementById('picture').dataset.faces")
+        assert shown == str(fast["face_count"])
         logs = [
             e
             for e in drv.get_log("browser")

@@ -72,7 +72,11 @@ async function analyse(file) {
   form.append("image", file);
   let res, body;
   try {
-    res = await fetch("api/v1/analyze?annotated=true&crops=true", { method: "POST", body: form });
+    const scan = $("fast").checked ? "frame" : "photo";
+    res = await fetch(`api/v1/analyze?annotated=true&crops=true&scan=${scan}`, {
+      method: "POST",
+      body: form,
+    });
     body = await res.json();
   } catch (err) {
     setStatus(`The server did not answer (${err.message})`, true);
