@@ -154,7 +154,21 @@ def pooled(per_clip: dict[str, dict]) -> dict:
             [c["events"] for c in clips], ("appeared", "changed", "disappeared")
         ),
         "undetected_carried": sum(c["undetected_carried"] for c in clips),
+        "classifier_frames": _sum_dicts(
+            (c["daemon_stats"].get("classifier") or {}).get("frames_by_model") for c in clips
+        ),
+        "detector_passes": _sum_dicts(c["daemon_stats"].get("detector_passes") for c in clips),
     }
+
+
+def _sum_dicts(dicts) -> dict:
+    """Key-wise sum of count dicts (None and non-dicts skipped: older daemons lack them)."""
+    out: dict = {}
+    for d in dicts:
+        if isinstance(d, dict):
+            for k, n in d.items():
+                out[k] = out.get(k, 0) + n
+    return out
 
 
 def run_dlib(cfg_layer: dict, samples: Path, adaptive: bool) -> dict:
@@ -423,6 +437,16 @@ def markdown(result: dict) -> str:
         "events appeared / changed / disappeared",
         "",
         lambda r: "{appeared} / {changed} / {disappeared}".format(**r["room"]["events"]),
+    )
+    row(
+        "classifier frames by model (auto switches on measured cost)",
+        "",
+        lambda r: ", ".join(f"{k} {n}" for k, n in r["room"]["classifier_frames"].items()) or "-",
+    )
+    row(
+        "detector passes (views run)",
+        "",
+        lambda r: ", ".join(f"{k} {n}" for k, n in r["room"]["detector_passes"].items()) or "-",
     )
     row("face-frames carried undetected", "", lambda r: str(r["room"]["undetected_carried"]))
     return "\n".join(rows)
