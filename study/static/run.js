@@ -212,6 +212,7 @@ async function heartbeat() {
       const s = await r.json();
       if (s.state === 'ended' && !finished) {
         finished = true;
+        dark(false);
         jsPsych.abortExperiment('The session was ended by the researcher. Thank you.');
         return;
       }
@@ -235,6 +236,9 @@ window.addEventListener('pagehide', () => {
 
 // -- the sequence ----------------------------------------------------------------------------
 
+// the fixation cross and the clips on a black screen: no white flash between clips
+const dark = (on) => document.body.classList.toggle('dark', on);
+
 function esc(text) {
   const d = document.createElement('div');
   d.textContent = text;
@@ -245,6 +249,7 @@ function ratingTrials(cfg, clip) {
   const label = `rating:${clip.name}`;
   const trials = cfg.ratings.map((r, i) => {
     const common = {
+      on_start: () => dark(false),
       on_load: () => { if (i === 0) mark('start', label, performance.now(), ['rating']); },
       on_finish: (data) => {
         ratings[clip.name] = ratings[clip.name] || {};
@@ -283,11 +288,12 @@ function buildTimeline(cfg) {
   for (const clip of cfg.clips) {
     if (cfg.fixation_s > 0) {
       clips.push({type: jsPsychHtmlKeyboardResponse, stimulus: '<div class="fixation">+</div>',
-        choices: 'NO_KEYS', trial_duration: cfg.fixation_s * 1000, css_classes: ['clip'],
-        on_start: () => { syncClock(5).catch(() => {}); }});
+        choices: 'NO_KEYS', trial_duration: cfg.fixation_s * 1000,
+        on_start: () => { dark(true); syncClock(5).catch(() => {}); }});
     }
     clips.push({type: jsPsychVideoKeyboardResponse, stimulus: [clip.url], choices: 'NO_KEYS',
-      autoplay: true, trial_ends_after_video: true, css_classes: ['clip'], width: 0, height: 0,
+      autoplay: true, trial_ends_after_video: true, width: 0, height: 0,
+      on_start: () => dark(true),
       on_load: () => watchClip(clip),
       on_finish: () => { current = null; }});
     if (cfg.ratings.length) clips.push(ratingTrials(cfg, clip));
@@ -299,6 +305,7 @@ function buildTimeline(cfg) {
       ...clips,
       {type: jsPsychFullscreen, fullscreen_mode: false, delay_after: 0,
         on_start: () => {
+          dark(false);
           finished = true;
           send('end', {status: 'completed', ts: deviceTs(performance.now())});
         }},
