@@ -10,6 +10,7 @@ UTF-8 answered 500 with a traceback.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import time
@@ -180,3 +181,30 @@ def test_sign_in_still_works(daemon):
     raw = raw_request(daemon.port, login_request(b"token=" + TOKEN.encode()))
     assert status_of(raw) == 303 and b"ee_session=" in raw
     assert get(daemon.base + "/api/state")[0] == 401
+
+
+def test_request_error_log_rate_limits_and_names_no_content(caplog):
+    """The rate limit on its own clock: one line per `every_s`, the rest counted into the next
+    line and into flush(); an address that is not an IP is logged as '?'."""
+    from emotion_edge.web.request_errors import RequestErrorLog
+
+    now = [0.0]
+    errors = RequestErrorLog(every_s=10.0, clock=lambda: now[0])
+    caplog.set_level(logging.DEBUG, "emotion_edge.web.server")
+    for i in range(500):
+        now[0] = i * 0.01  # 5 s of refusals
+        errors.refused("127.0.0.1", "malformed request: BadHttpMessage")
+    errors.refused("Bearer " + TOKEN, "malformed request: LineTooLong")
+    now[0] = 11.0
+    errors.refused("::1", "malformed request: LineTooLong")
+    errors.flush()
+    lines = [r.getMessage() for r in caplog.records]
+    assert errors.count == 502 and len(lines) == 2, lines
+    assert "from 127.0.0.1" in lines[0]
+    assert "from ::1" in lines[1] and "500 more refused" in lines[1]
+    assert TOKEN not in "\n".join(lines)
+    now[0] = 30.0
+    errors.refused("not an address " + TOKEN, "malformed request: BadStatusLine")
+    errors.flush()  # nothing left to flush
+    assert "from ? (malformed request: BadStatusLine)" in caplog.records[-1].getMessage()
+    assert TOKEN not in caplog.text and len(caplog.records) == 3
