@@ -413,6 +413,7 @@ def markdown(result: dict) -> str:
             ">= 0.95" if xml == "testing.xml" else "",
             lambda r, x=xml: f"{r['dlib'][x]['precision']:.2f} ({r['dlib'][x]['false']} false)",
         )
+    row("dlib dogs.jpg faces (no human face: 0)", "", lambda r: str(r["dlib"]["dogs_jpg_faces"]))
     row(
         "sample video: frames with a face",
         "",
