@@ -296,3 +296,20 @@ def test_generation_is_deterministic(clip, tmp_path):
     assert digest[0] == digest[1]
     other = scenes.render_scene(TINY, tiny_pool(), seed=2, video_path=tmp_path / "other.mp4")
     assert other.faces != truth.faces  # another seed, other motion and faces
+
+
+@pytest.mark.slow
+def test_face_pool_is_publictest_with_clear_ferplus_majorities(data_dir):
+    from emotion_edge_train.data import USAGES, ferplus_majority, load_fer
+
+    pool = scenes.load_face_pool(data_dir, seed=0)
+    ds = load_fer(data_dir)
+    assert set(ds.usage[pool.rows].tolist()) == {USAGES.index("PublicTest")}
+    votes = ds.ferplus_votes[pool.rows]
+    assert (ferplus_majority(votes) == pool.labels).all()
+    assert (votes.max(axis=1) >= scenes.MIN_VOTE_SHARE * votes.sum(axis=1)).all()
+    assert (pool.images == ds.images[pool.rows]).all()
+    # scenes draw from disjoint shares: no face is in two scenes
+    shares = [pool.for_scene(k, 3) for k in range(3)]
+    sets = [{i for q in s.by_label.values() for i in q} for s in shares]
+    assert not (sets[0] & sets[1]) and not (sets[1] & sets[2]) and not (sets[0] & sets[2])

@@ -16,7 +16,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
-import tomllib
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10 has the tomli backport
+    import tomli as tomllib  # type: ignore[no-redef]
 
 from benchmarks.room import detcache
 

@@ -44,7 +44,10 @@ def run_before_at(ref: str, child_args: list[str]) -> tuple[str, dict]:
             check=True,
         ).stdout
         with tarfile.open(fileobj=io.BytesIO(tree)) as tar:
-            tar.extractall(Path(tmp) / "src", filter="data")
+            try:
+                tar.extractall(Path(tmp) / "src", filter="data")
+            except TypeError:  # a Python without extraction filters (our own git archive)
+                tar.extractall(Path(tmp) / "src")  # noqa: S202
         pkg = Path(tmp) / "pkg"
         pkg.mkdir()
         (pkg / "emotion_edge").symlink_to(Path(tmp) / "src" / "device")
