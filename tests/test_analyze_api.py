@@ -269,6 +269,20 @@ def test_decode_refuses_bombs_and_cut_files_before_decoding(photos):
     assert decode_image(photos[OBAMA]).ndim == 3
 
 
+def test_phone_photos_are_turned_by_their_exif_orientation():
+    """A phone stores a portrait photo sideways with EXIF orientation 6: boxes must refer to
+    the picture as people see it, so the decoded image is the turned one."""
+    pil = pytest.importorskip("PIL.Image")
+    import io
+
+    img = pil.fromarray(np.zeros((100, 200, 3), np.uint8))
+    exif = pil.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", exif=exif.tobytes())
+    assert decode_image(buf.getvalue()).shape == (200, 100, 3)
+
+
 # -- HTTP ---------------------------------------------------------------------------------------
 
 
