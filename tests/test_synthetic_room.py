@@ -299,6 +299,7 @@ def test_generation_is_deterministic(clip, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.realdata
 def test_face_pool_is_publictest_with_clear_ferplus_majorities(data_dir):
     from emotion_edge_train.data import USAGES, ferplus_majority, load_fer
 

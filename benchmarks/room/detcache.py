@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
 from dataclasses import asdict
 from pathlib import Path
@@ -45,7 +46,7 @@ def load(path: Path) -> dict | None:
 
 def save(path: Path, name: str, frames: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         pickle.dump({"name": name, "frames": frames}, f, protocol=5)
     tmp.replace(path)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -487,6 +488,12 @@ def ensure_scene(spec: SceneSpec, clips_dir: Path, seed: int, pool_loader) -> tu
         truth = Truth.from_json(json.loads(truth_path.read_text()))
         if truth.params == key:
             return video, truth
-    truth = render_scene(spec, pool_loader(), seed, video)
-    truth_path.write_text(json.dumps(truth.to_json()))
+    # written under temporary names and renamed: a second run at the same time (or one
+    # interrupted) never sees half a clip
+    tmp_video = video.with_name(f".{video.stem}.{os.getpid()}.mp4")
+    truth = render_scene(spec, pool_loader(), seed, tmp_video)
+    tmp_truth = truth_path.with_name(f".{truth_path.name}.{os.getpid()}")
+    tmp_truth.write_text(json.dumps(truth.to_json()))
+    tmp_video.replace(video)
+    tmp_truth.replace(truth_path)
     return video, truth
