@@ -17,6 +17,7 @@ from emotion_edge.errors import EmotionEdgeError
 
 log = logging.getLogger("emotion_edge_study")
 EXIT_OK, EXIT_UNEXPECTED, EXIT_USER_ERROR = 0, 1, 2
+END_GRACE_S = 1.5  # --sessions: serve this much longer after the last session ended
 
 EPILOG = """\
 where the markers go (one of):
@@ -258,7 +259,8 @@ async def _serve(args, study, sink, device_id) -> None:
 
     def on_end(_session) -> None:
         if args.sessions is not None and server.sessions_ended >= args.sessions:
-            loop.call_soon_threadsafe(stop.set)
+            # a moment for the page to learn the end (its heartbeat, every 0.5 s)
+            loop.call_soon_threadsafe(loop.call_later, END_GRACE_S, stop.set)
 
     server = StudyServer(
         study, sink, device_id, abort_after_s=args.abort_after, on_session_end=on_end

@@ -602,3 +602,51 @@ def test_markers_survive_a_broker_crash_mid_session(study_dir, mqtt_broker, tmp_
     ), "the player must not speak for the device's availability"
     con.close()
     assert (tmp_path / "spool/study").is_dir(), "not the player's own spool folder"
+
+
+@needs_browser
+def test_declined_consent_and_researcher_abort(browser, study_dir, tmp_path):
+    """A participant who declines: the refusal and nothing else about them; then the
+    researcher aborts the next session from /control in the middle of a clip."""
+    db = tmp_path / "markers.sqlite"
+    study = StudyProc(
+        tmp_path, study_dir / "two.toml", "--device", "lab-1", "--db", str(db), "--no-camera",
+        "--sessions", "2",
+    )  # fmt: skip
+    try:
+        start_session(browser, study.url, "P-TEST04", "control", {"age": "62"})
+        _find(browser, "#jspsych-html-button-response-btngroup [data-choice='1']").click()
+        assert "Nothing more to do" in _find(browser, ".thanks").text
+        wait_until(lambda: has(db, lambda m: m["tags"] == ["declined"]), 20, "the refusal")
+
+        start_session(browser, study.url, "P-TEST05", "treatment", {"age": "23"})
+        _find(browser, "#jspsych-html-button-response-btngroup [data-choice='0']").click()
+        _find(browser, "#jspsych-fullscreen-btn").click()
+        wait_until(
+            lambda: has(db, lambda m: m["participant"] == "P-TEST05" and m["kind"] == "stimulus"),
+            30,
+            "P-TEST05's first clip",
+        )
+        assert control(study.url, "abort")["session"]["status"] == "aborted"
+        wait_until(
+            lambda: "ended by the researcher" in browser.find_element("tag name", "body").text,
+            10,
+            "the page to follow the researcher's abort",
+        )
+        assert study.wait(30) == 0, study.log()
+    finally:
+        study.stop()
+    ms = markers(db)
+    declined = [m for m in ms if m["participant"] == "P-TEST04"]
+    assert [(m["kind"], m["action"]) for m in declined] == [
+        ("session", "start"),
+        ("session", "end"),
+    ]
+    start, end = declined
+    assert start["meta"]["consent"]["accepted"] is False
+    assert "fields" not in start["meta"] and "order" not in start["meta"]
+    assert end["tags"] == ["declined"] and end["meta"]["status"] == "declined"
+    aborted = [m for m in ms if m["participant"] == "P-TEST05"]
+    assert aborted[-1]["kind"] == "session" and aborted[-1]["tags"] == ["aborted"]
+    clip_ends = [m for m in aborted if m["kind"] == "stimulus" and m["action"] == "end"]
+    assert clip_ends and clip_ends[-1]["tags"] == ["aborted"]
