@@ -90,7 +90,7 @@ def test_small_face_short_range_misses_is_found_within_a_scan_cycle_then_every_f
     assert not hit(make_detector(DetectorConfig(kind="blazeface")).detect(frame), box)
     auto = make_detector(DetectorConfig())
     assert isinstance(auto, MultiScaleDetector)
-    runs = len(scan_plan(640, 480, auto.far_scale, auto.tile))  # one scan at a tile a run
+    runs = len(scan_plan(640, 480, auto.far_scale(640, 480), auto.tile))  # one scan at a tile a run
     first = next((i for i in range(runs + 1) if hit(auto.detect(frame), box)), None)
     assert first is not None, f"not found in {runs + 1} detection runs (one scan)"
     # once found, the roi view looks again around it: found in every following frame

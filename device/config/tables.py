@@ -69,8 +69,9 @@ class DetectorConfig:
     num_threads: int = setting(1, "LiteRT threads for the detector", min=1, max=64)
     far_min_face_px: float = setting(
         24.0,
-        "auto: height of the smallest face the far tiles look for (they upscale the frame so "
-        "such a face is ~30 px to the net); smaller costs more tiles",
+        "auto: height of the smallest face the far tiles look for in a 640 px wide frame "
+        "(proportionally more in a bigger frame or photo); they upscale the frame so such a "
+        "face is ~30 px to the net: smaller costs more tiles",
         min=8.0,
         max=200.0,
     )

@@ -36,6 +36,7 @@ from emotion_edge.errors import ModelError
 # FER2013 faces pasted at known sizes (docs/benchmarks.md, "Detection scale").
 NET_MIN_FACE = 28.0
 NET_MAX_FACE = 112.0
+REFERENCE_SIDE = 640.0  # far_min_face_px is a face height in a frame this wide
 GRID = 16  # the coarsest stride: input sides are padded to a multiple of it
 
 
@@ -247,7 +248,6 @@ class MultiScaleDetector:
         self.cfg = cfg
         self.name = "auto"
         self.views = BlazeFaceViews(self.near.model_path, near_cfg)
-        self.far_scale = cfg.far_min_face_px and 30.0 / cfg.far_min_face_px
         self.tile = cfg.far_tile_px
         self.scan_px = cfg.scan_px_per_frame
         self.hold_frames = cfg.roi_hold_runs
@@ -261,6 +261,13 @@ class MultiScaleDetector:
         self.last_passes: list[str] = []
         self.last_ms: dict[str, float] = {}
 
+    def far_scale(self, fw: int, fh: int) -> float:
+        """Upscaling of the far tiles: the smallest face looked for (far_min_face_px in a
+        640 px wide frame, proportionally more in a bigger frame or photo of the same field of
+        view) becomes ~30 px to the net. A 24 px face is 3.75 % of a 640 px frame: in a
+        2000 px photo that is a 75 px face, and smaller specks are texture, not people."""
+        return 30.0 / (self.cfg.far_min_face_px * max(1.0, max(fw, fh) / REFERENCE_SIDE))
+
     @staticmethod
     def near_covers(box, fw: int, fh: int) -> bool:
         """Whether the near view (whole frame in 128 px) sees a face this big reliably."""
@@ -270,7 +277,7 @@ class MultiScaleDetector:
         """The next views of the scan: scan_px_per_frame input pixels are credited each run
         and a view runs once the credit covers it (a big tile every other run, say)."""
         if self._plan_key != (fw, fh):
-            self._plan = scan_plan(fw, fh, self.far_scale, self.tile)
+            self._plan = scan_plan(fw, fh, self.far_scale(fw, fh), self.tile)
             self._plan_key = (fw, fh)
             self._next = 0
         self._credit = min(
@@ -351,7 +358,7 @@ class MultiScaleDetector:
         fh, fw = gray.shape[:2]
         near = list(self.near.detect(gray))
         scanned: list[Detection] = []
-        for v in scan_plan(fw, fh, self.far_scale, self.tile):
+        for v in scan_plan(fw, fh, self.far_scale(fw, fh), self.tile):
             scanned.extend(self.views.run(gray, v))
         fresh = [d for d in fuse(scanned, self.cfg.nms_iou) if not _near_any(d, near)]
         return fuse(near + self._confirm(gray, fresh), self.cfg.nms_iou)
