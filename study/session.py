@@ -33,8 +33,9 @@ STIMULUS_TAGS = frozenset({"paused", "stalled", "resumed", "skipped", "aborted",
 MAX_CLOCK_SKEW_S = 120.0  # a page time further from this clock is a bug, not a moment
 
 
-class SessionError(ValueError):
-    """A request that does not fit the session's state (HTTP 400/409)."""
+class SessionError(Exception):
+    """A request that does not fit the session's state (HTTP 409); bad values are
+    ValueError (HTTP 400)."""
 
 
 @dataclass
@@ -82,9 +83,9 @@ class Session:
     @staticmethod
     def _check_ts(ts) -> float:
         if isinstance(ts, bool) or not isinstance(ts, (int, float)):
-            raise SessionError("ts must be epoch seconds")
+            raise ValueError("ts must be epoch seconds")
         if abs(ts - time.time()) > MAX_CLOCK_SKEW_S:
-            raise SessionError(f"ts {ts} is more than {MAX_CLOCK_SKEW_S:g} s from this clock")
+            raise ValueError(f"ts {ts} is more than {MAX_CLOCK_SKEW_S:g} s from this clock")
         return float(ts)
 
     def config(self) -> dict:
@@ -143,11 +144,11 @@ class Session:
         ts = self._check_ts(ts)
         tags = [t for t in tags if t in STIMULUS_TAGS]
         if action not in ("start", "end"):
-            raise SessionError("action must be start or end")
+            raise ValueError("action must be start or end")
         names = {c.name for c in self.order}
         base = label[len("rating:") :] if label.startswith("rating:") else label
         if base not in names:
-            raise SessionError(f"{label!r} is not a clip of this session")
+            raise ValueError(f"{label!r} is not a clip of this session")
         meta = {k: v for k, v in (meta or {}).items() if isinstance(k, str)}
         with self._lock:
             if self.state != "running":
@@ -171,7 +172,7 @@ class Session:
     def end(self, ts: float | None, status: str) -> bool:
         """End the session (False if it had ended already)."""
         if status not in ("completed", "aborted"):
-            raise SessionError("status must be completed or aborted")
+            raise ValueError("status must be completed or aborted")
         ts = time.time() if ts is None else self._check_ts(ts)
         with self._lock:
             if self.state == "ended":

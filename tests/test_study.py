@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -200,6 +201,75 @@ def test_network_address_needs_allow_remote(study_dir, tmp_path):
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert r.returncode == 2 and "--allow-remote" in r.stderr, r.stderr
+
+
+# -- the server --------------------------------------------------------------------------------
+
+
+def test_vendored_jspsych_matches_its_checksums_and_licence():
+    vendor = REPO / "study/static/vendor/jspsych"
+    import hashlib
+
+    sums = [line.split() for line in (vendor / "SHA256SUMS").read_text().splitlines()]
+    assert len(sums) >= 8
+    for digest, name in sums:
+        assert hashlib.sha256((vendor / name).read_bytes()).hexdigest() == digest, name
+    assert "MIT License" in (vendor / "LICENSE").read_text()
+    assert "jspsych 8.3.0" in (vendor / "VERSIONS").read_text()
+
+
+def _http(url: str, body: dict | None = None) -> tuple[int, dict, bytes]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def test_pages_load_nothing_from_elsewhere_and_bad_requests_are_refused(study_dir, tmp_path):
+    study = StudyProc(
+        tmp_path, study_dir / "two.toml", "--device", "lab-1", "--db",
+        str(tmp_path / "x.sqlite"), "--no-camera",
+    )  # fmt: skip
+    try:
+        for path in ("", "run", "control"):
+            status, headers, body = _http(study.url + path)
+            assert status == 200
+            csp = headers["Content-Security-Policy"]
+            assert "default-src 'none'" in csp and "script-src 'self'" in csp
+            assert b"http://" not in body and b"https://" not in body, path
+        status, _, body = _http(study.url + "static/vendor/jspsych/jspsych.js")
+        assert status == 200 and len(body) > 50_000
+        assert _http(study.url + "static/../cli.py")[0] == 404
+        assert _http(study.url + "clips/not-a-token/0.webm")[0] == 404
+        assert _http(study.url + "api/sessions/not-a-token")[0] == 404
+        assert _http(study.url + "api/sessions", {"group": "nobody"})[0] == 400
+        assert _http(study.url + "api/sessions", {"participant": "a/b"})[0] == 400
+        status, _, body = _http(study.url + "api/sessions", {"group": "control"})
+        token = json.loads(body)["token"]
+        # one session at a time
+        assert _http(study.url + "api/sessions", {"group": "control"})[0] == 409
+        # stimulus markers only for this session's clips, at times near this clock
+        now = time.time()
+        assert _http(study.url + f"api/sessions/{token}/stimulus",
+                     {"action": "start", "label": "clip-short", "ts": now})[0] == 409  # fmt: skip
+        consent = {"accepted": True, "ts": now, "clock": {"offset_s": 0, "rtt_ms": 1}}
+        assert _http(study.url + f"api/sessions/{token}/consent", consent)[0] == 200
+        for bad in (
+            {"action": "start", "label": "not-a-clip", "ts": now},
+            {"action": "start", "label": "clip-short", "ts": now - 3600},
+            {"action": "begin", "label": "clip-short", "ts": now},
+        ):
+            assert _http(study.url + f"api/sessions/{token}/stimulus", bad)[0] == 400, bad
+        assert _http(study.url + f"api/sessions/{token}/stimulus", {"label": "x"})[0] == 400
+    finally:
+        study.stop()
+    assert study.proc.returncode == 0, study.log()
+    ms = markers(tmp_path / "x.sqlite")
+    assert [(m["kind"], m["action"]) for m in ms] == [("session", "start"), ("session", "end")]
+    assert ms[-1]["tags"] == ["aborted"], "a session open at shutdown ends as aborted"
 
 
 # -- whole sessions in a real browser ----------------------------------------------------------
@@ -473,6 +543,7 @@ def test_whole_session_over_mqtt_to_the_recorder(browser, study_dir, mqtt_broker
 
 
 @needs_browser
+@pytest.mark.realdata
 def test_pause_resume_and_db_mode_report(browser, study_dir, tmp_path, sample_video):
     """--db: the daemon's pipeline runs in-process on a real face video; the researcher pauses
     and resumes a clip; the report then shows the session with its stimuli."""
