@@ -666,6 +666,10 @@ def test_markers_survive_a_broker_crash_mid_session(study_dir, mqtt_broker, tmp_
         sink.close(5)
         rec.stop()
     assert sink.stats()["queued"] == 0
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((REPO / "device/schemas/marker.schema.json").read_text())
+    for m in s.markers:  # the payloads exactly as sent: the schema every consumer knows
+        jsonschema.validate(m, schema)
     con = sqlite3.connect(db)
     assert (
         con.execute("SELECT COUNT(*) FROM availability WHERE device_id = 'lab-1'").fetchone()[0]
