@@ -508,7 +508,9 @@ def run(args) -> dict:
     clips_dir = (
         Path(args.clips)
         if args.clips
-        else CACHE_ROOT / "synthetic_room" / ("clips-quick" if args.quick else "clips")
+        else CACHE_ROOT
+        / "synthetic_room"
+        / f"clips{'-quick' if args.quick else ''}-seed{args.seed}"
     )
     specs = [s for s in scenes.default_scenes(args.quick) if s.name in args.scenes]
     all_names = [s.name for s in scenes.default_scenes(args.quick)]
@@ -645,7 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--clips",
         default="",
-        help="clip cache folder (default ~/.cache/emotion-edge/synthetic_room/clips[-quick]); "
+        help="clip cache folder (default ~/.cache/emotion-edge/synthetic_room/clips[-quick]-seedN); "
         "clips are made once per seed and scene definition, then reused",
     )
     p.add_argument(
