@@ -647,8 +647,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--clips",
         default="",
-        help="clip cache folder (default ~/.cache/emotion-edge/synthetic_room/clips[-quick]-seedN); "
-        "clips are made once per seed and scene definition, then reused",
+        help="clip cache folder (default: ~/.cache/emotion-edge/synthetic_room/"
+        "clips[-quick]-seedN); clips are made once per seed and scene definition, then reused",
     )
     p.add_argument(
         "--quick",
