@@ -293,3 +293,35 @@ def test_dead_camera_keeps_daemon_alive_without_watchdog(tmp_path, emotion_model
         validate(s)
     assert stats[-1]["source"]["last_error"]
     assert stats[-1]["fps"] == 0
+
+
+@pytest.mark.realdata
+def test_photo_folder_every_photo_its_faces_at_once(samples_dir, emotion_model, tmp_path):
+    """images: a photo is a scene of its own, scanned with every detector view, its faces
+    announced at once; none is dropped however long it takes."""
+    src = samples_dir / "dlib_faces"
+    if not (src / "bald_guys.jpg").is_file():
+        pytest.skip(f"sample photos missing: {src}")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("2008_002470.jpg", "bald_guys.jpg"):  # 7 faces labelled; a crowd
+        (folder / name).symlink_to(src / name)
+    cfg = make_cfg(
+        folder, emotion_model, source={"kind": "images"}, output={"timeline_interval_s": 0.001}
+    )
+    buf = io.StringIO()
+    summary = build_pipeline(cfg, output=StdoutOutput(buf)).run()
+    assert summary.frames_processed == 2 and summary.frames_skipped == 0
+    payloads = lines_of(buf)
+    for p in payloads:
+        validate(p)
+    events = [p for p in payloads if p["schema"] == "emotion-edge/event/1"]
+    first = {e["face_id"] for e in events if e["kind"] == "appeared" and e["frame"]["index"] == 0}
+    second = {e["face_id"] for e in events if e["kind"] == "appeared" and e["frame"]["index"] == 1}
+    # the first photo's faces end when the second photo comes; no id is shared
+    gone = {e["face_id"] for e in events if e["kind"] == "disappeared"}
+    assert len(first) >= 6 and gone == first and not first & second
+    assert len(second) >= 15, f"{len(second)} faces in bald_guys.jpg"
+    samples = [p for p in payloads if p["schema"] == "emotion-edge/timeline/1"]
+    assert [len(s["faces"]) for s in samples] == [len(first), len(second)]
+    assert {s["file"] for s in samples} == {"2008_002470.jpg", "bald_guys.jpg"}

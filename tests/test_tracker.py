@@ -201,3 +201,95 @@ def test_event_and_state_payloads_are_schema_valid():
     empty = state_payload("dev1", "v1", [], -1)
     validate(empty, "state")
     assert empty["dominant_emotion"] is None
+
+
+# -- issue 39: tracks held through misses, truthful disappeared, the room ----------------------
+
+
+def test_a_missed_face_keeps_its_id_until_hold_s_and_max_missed_have_passed():
+    tr = IouTracker(TrackingConfig(max_missed=2, hold_s=1.0))
+    box = (100.0, 100.0, 40.0, 40.0)
+    tr.update([box], ts=0.0)
+    # missed on 5 runs within 0.5 s (more than max_missed, less than hold_s): held
+    for k in range(1, 6):
+        tracks, removed = tr.update([], ts=0.1 * k)
+        assert removed == [] and not tracks[0].visible
+    tracks, removed = tr.update([(104.0, 100.0, 40.0, 40.0)], ts=0.6)
+    assert [t.track_id for t in tracks] == [1] and tracks[0].visible
+    # now missed for longer than hold_s: gone on the first run past it
+    for k in range(1, 11):
+        _, removed = tr.update([], ts=0.6 + 0.1 * k)
+        assert removed == []
+    _, removed = tr.update([], ts=1.75)
+    assert removed == [1]
+
+
+def test_a_small_moving_face_is_matched_by_centre_distance_not_a_new_id():
+    tr = IouTracker(TrackingConfig(iou_threshold=0.3, max_jump=0.6))
+    tr.update([(100.0, 100.0, 20.0, 20.0)], ts=0.0)
+    # 10 px right: IoU 0.33 -> 0.2 after the next step, under the threshold
+    tracks, _ = tr.update([(110.0, 100.0, 20.0, 20.0)], ts=0.1)
+    tracks, _ = tr.update([(121.0, 101.0, 20.0, 20.0)], ts=0.2)
+    assert [t.track_id for t in tracks] == [1]
+    # a face far away (5 face sizes) is someone else
+    tracks, _ = tr.update([(121.0, 101.0, 20.0, 20.0), (300.0, 100.0, 20.0, 20.0)], ts=0.3)
+    assert sorted(t.track_id for t in tracks) == [1, 2]
+    # and a box of very different size near it is not the same face either
+    tr2 = IouTracker(TrackingConfig(iou_threshold=0.9))
+    tr2.update([(100.0, 100.0, 20.0, 20.0)], ts=0.0)
+    tracks, _ = tr2.update([(95.0, 95.0, 40.0, 40.0)], ts=0.1)
+    assert sorted(t.track_id for t in tracks) == [1, 2]
+
+
+def test_carried_face_changes_nothing_and_disappeared_tells_stable_and_dominant_emotion():
+    eng = _engine(min_dwell_s=0.2)
+    eng.update([_obs(1, _probs("happy", 0.6), 1)], [], 0, (640, 480), 0.0)
+    (ev,) = eng.update([_obs(1, _probs("happy", 0.6), 2)], [], 1, (640, 480), 0.1)
+    assert ev.kind == "appeared"
+    t = 0.1
+    for _ in range(30):  # 3 s happy
+        t += 0.1
+        eng.update([_obs(1, _probs("happy", 0.6), 3)], [], 2, (640, 480), t)
+    # carried (not detected) with other probabilities: no change is judged on them
+    carried = FaceObservation(1, (10.0, 20.0, 50.0, 60.0), 3, _probs("fear", 0.9), detected=False)
+    for _ in range(5):
+        t += 0.1
+        assert eng.update([carried], [], 3, (640, 480), t) == []
+    assert eng.state_faces()[0]["detected"] is False
+    # then 1 s of sad, reported as a change
+    evs = []
+    for _ in range(10):
+        t += 0.1
+        evs += eng.update([_obs(1, _probs("sad", 0.7), 4)], [], 4, (640, 480), t)
+    assert [e.kind for e in evs] == ["changed"] and evs[0].emotion == "sad"
+    # the last smoothed probabilities lean to angry when the face goes
+    eng.update([_obs(1, _probs("angry", 0.45), 5)], [], 5, (640, 480), t + 0.1)
+    (gone,) = eng.update([], [1], 6, (640, 480), t + 0.2)
+    payload = gone.to_payload(t + 0.3)
+    validate(payload, "event")
+    # the stable emotion with the confidence it was reported with, not angry's last value
+    assert payload["emotion"] == "sad" and payload["confidence"] == pytest.approx(0.7, abs=1e-3)
+    assert payload["top"][0]["emotion"] == "angry"
+    # happy led 3 of the ~4.6 tracked seconds
+    assert payload["dominant_emotion"] == "happy"
+    assert 0.6 < payload["dominant_share"] < 0.75
+
+
+def test_state_room_is_the_mean_over_faces_in_view():
+    eng = _engine()
+    a, b = _probs("happy", 0.8), _probs("sad", 0.5)
+    eng.update([_obs(1, a, 2), _obs(2, b, 2)], [], 0, (640, 480), 0.0)
+    room = eng.room()
+    assert room["face_count"] == 2 and room["emotion"] == "happy"
+    assert room["probabilities"]["sad"] == pytest.approx((a[4] + b[4]) / 2, abs=1e-4)
+    assert room["confidence"] == pytest.approx((a[3] + b[3]) / 2, abs=1e-4)
+    st = state_payload("dev1", "v1", eng.state_faces(), 1, 5.0, room=room)
+    validate(st, "state")
+    empty = state_payload("dev1", "v1", [], 1, 5.0)
+    validate(empty, "state")
+    assert empty["room"] == {
+        "face_count": 0,
+        "emotion": None,
+        "confidence": None,
+        "probabilities": {},
+    }
