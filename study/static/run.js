@@ -184,8 +184,12 @@ function watchClip(clip) {
   if (sources.length) {
     sources[sources.length - 1].addEventListener('error', () => fail('cannot load the clip'));
   }
-  setTimeout(() => { if (!st.played && current && current.st === st) fail('did not start in 10 s'); },
-    START_TIMEOUT_MS);
+  const startTimeout = () => setTimeout(() => {
+    if (st.played || !current || current.st !== st) return;
+    if (pausedHere) startTimeout(); // the researcher paused before it started: wait on
+    else fail(`did not start in ${START_TIMEOUT_MS / 1000} s`);
+  }, START_TIMEOUT_MS);
+  startTimeout();
   if (pausedHere) video.pause();
 }
 
@@ -231,7 +235,8 @@ document.addEventListener('keydown', (e) => {
 window.addEventListener('pagehide', () => {
   if (finished) return;
   // stamped now; the server's heartbeat watchdog ends the session anyway if this is lost
-  navigator.sendBeacon(`${API}/end`, JSON.stringify({status: 'aborted', ts: Date.now() / 1000}));
+  navigator.sendBeacon(`${API}/end`,
+    JSON.stringify({status: 'aborted', ts: deviceTs(performance.now())}));
 });
 
 // -- the sequence ----------------------------------------------------------------------------
