@@ -374,7 +374,10 @@ def start_session(drv, url: str, participant: str, group: str, fields: dict, sho
 def run_through(drv, shots=None, rating: int | None = 7, timeout: float = 60) -> None:
     """Consent, full screen, clips, ratings, up to the thanks page."""
     _find(drv, "#jspsych-html-button-response-btngroup [data-choice='0']").click()
-    _find(drv, "#jspsych-fullscreen-btn").click()
+    button = _find(drv, "#jspsych-fullscreen-btn")
+    if shots:
+        shots("fullscreen")
+    button.click()
     deadline = time.monotonic() + timeout
     shot_taken = set()
     from selenium.webdriver.common.by import By
