@@ -466,10 +466,14 @@ def check_completed_session(ms: list[dict], study, participant: str, group: str,
     assert played == order
     errors = {}
     for name, seconds in DURATIONS.items():
-        ((s, e, stags, etags),) = clip_spans(ms, name)
-        assert stags == [] and etags == []
-        errors[name] = (e - s) - seconds
-        assert abs(errors[name]) <= TOLERANCE_S, (name, e - s, seconds)
+        spans = clip_spans(ms, name)
+        # one stretch; a loaded machine may add a buffer stall (> 100 ms) that splits it
+        assert spans[0][2] == [] and spans[-1][3] == [], spans
+        assert all(set(t) <= {"stalled", "resumed"} for sp in spans for t in sp[2:]), spans
+        e = spans[-1][1]
+        played = sum(b - a for a, b, _, _ in spans)
+        errors[name] = played - seconds
+        assert abs(errors[name]) <= TOLERANCE_S, (name, played, seconds)
         first = next(m for m in stim if m["label"] == name and m["action"] == "start")
         if first["meta"].get("timing") == "frame":
             assert first["meta"]["media_time"] == 0, "the start is not the clip's first frame"
