@@ -88,6 +88,8 @@ class Stats:
         self.batches = 0
         self.retries = 0
         self.acked = 0
+        self.mqtt_reconnects = 0
+        self.mqtt_takeovers = 0  # another client took our session (same client id)
         self.started = time.monotonic()
 
     def as_dict(self) -> dict:
@@ -101,6 +103,8 @@ class Stats:
                 "batches": self.batches,
                 "db_retries": self.retries,
                 "acked": self.acked,
+                "mqtt_reconnects": self.mqtt_reconnects,
+                "mqtt_takeovers": self.mqtt_takeovers,
                 "elapsed_s": round(time.monotonic() - self.started, 3),
             }
 
@@ -409,6 +413,8 @@ class MqttIngest:
             self._epoch += 1
             if self._epoch > 1:
                 self.reconnects += 1
+                with self.writer.stats._lock:
+                    self.writer.stats.mqtt_reconnects = self.reconnects
         self.takeover.connected()
         if self._restore_reconnect:
             self._restore_reconnect = False
@@ -456,6 +462,8 @@ class MqttIngest:
         """Another client took our session: the same client id twice. Say which, once, and
         back off (doubling) so the other recorder keeps the session meanwhile."""
         self._restore_reconnect = True
+        with self.writer.stats._lock:
+            self.writer.stats.mqtt_takeovers = t.count
         client.reconnect_delay_set(t.delay_s, t.delay_s)  # type: ignore[arg-type]
         where = f"{self.host}:{self.port}"
         if t.certain:

@@ -142,6 +142,8 @@ def test_two_recorders_with_one_id_back_off_and_lose_nothing(mqtt_broker, tmp_pa
     assert 1 <= len(named) <= 2, logs  # once per recorder at most
     assert cid in named[0] and "--client-id" in named[0]
     assert "reconnecting in 2 s" in logs or "reconnecting in 4 s" in logs, logs
+    counted = [json.loads(r.stats.read_text())["record"]["mqtt_takeovers"] for r in (a, b)]
+    assert max(counted) >= 1, counted
 
 
 def test_sigterm_stops_within_a_second_with_everything_acknowledged_committed(
