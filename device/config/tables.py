@@ -173,16 +173,16 @@ class TrackingConfig:
         max=1000,
     )
     smoothing_tau_s: float = setting(
-        0.5, "EMA time constant of emotion probabilities; 0 = none", min=0.0, max=60.0
+        0.2, "EMA time constant of emotion probabilities; 0 = none", min=0.0, max=60.0
     )
     min_confidence: float = setting(
-        0.4, "smoothed probability a new emotion needs to be reported", min=0.0, max=1.0
+        0.3, "smoothed probability a new emotion needs to be reported", min=0.0, max=1.0
     )
     hysteresis: float = setting(
-        0.1, "margin a new emotion must beat the reported one by", min=0.0, max=1.0
+        0.2, "margin a new emotion must beat the reported one by", min=0.0, max=1.0
     )
     min_dwell_s: float = setting(
-        0.5, "how long a new emotion must lead before it is reported", min=0.0, max=600.0
+        0.2, "how long a new emotion must lead before it is reported", min=0.0, max=600.0
     )
     top_k: int = setting(3, "emotions with confidences in each event", min=1, max=7)
     velocity_alpha: float = setting(
