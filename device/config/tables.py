@@ -76,7 +76,7 @@ class DetectorConfig:
         max=200.0,
     )
     far_min_score: float = setting(
-        0.6,
+        0.65,
         "auto: lowest score kept from upscaled tiles and around small faces (upscaled "
         "texture fools the net more often than a whole frame does)",
         min=0,
