@@ -96,6 +96,7 @@ def score_clip(truth: scenes.Truth, rec: daemon_run.RunRecord) -> dict:
             truth, {i: [b for _, b in rows] for i, rows in rec.tracks.items()}
         ),
         "identity": score.identity_scores(truth, assoc),
+        "detection_gaps": score.detection_gaps(truth, rec.boxes),
         "occlusion": score.occlusion_scores(truth, assoc),
         "changed": score.changed_scores(truth, rec.scorer_events(), assoc),
         "read_right": score.read_right_scores(truth, rec.scorer_samples(), assoc),
@@ -139,6 +140,10 @@ def pooled(per_clip: dict[str, dict]) -> dict:
             "fragments": sum(i["fragments"] for i in ident),
         },
         "occlusion": merge_counts([c["occlusion"] for c in clips], ("occlusions", "kept_id")),
+        "detection_gaps": {
+            "gaps_over_s": sum(c["detection_gaps"]["gaps_over_s"] for c in clips),
+            "longest_s": max(c["detection_gaps"]["longest_s"] for c in clips),
+        },
         "changed": {
             **ch,
             "recall": round(ch["told"] / ch["switches"], 4) if ch["switches"] else None,
@@ -341,6 +346,14 @@ def markdown(result: dict) -> str:
             f"{r['room']['identity']['max_id_switches']} "
             f"(mean {r['room']['identity']['id_switches_per_person']:.2f}; "
             f"{r['room']['identity']['persons_tracked']}/{r['room']['identity']['persons']})"
+        ),
+    )
+    row(
+        "detector gaps over 1 s on a visible face (longest)",
+        "",
+        lambda r: (
+            f"{r['room']['detection_gaps']['gaps_over_s']} "
+            f"({r['room']['detection_gaps']['longest_s']:.1f} s)"
         ),
     )
     row(

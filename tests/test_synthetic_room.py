@@ -314,3 +314,17 @@ def test_face_pool_is_publictest_with_clear_ferplus_majorities(data_dir):
     shares = [pool.for_scene(k, 3) for k in range(3)]
     sets = [{i for q in s.by_label.values() for i in q} for s in shares]
     assert not (sets[0] & sets[1]) and not (sets[1] & sets[2]) and not (sets[0] & sets[2])
+
+
+def test_detection_gaps(clip):
+    _, truth = clip
+    boxes = perfect_boxes(truth)
+    assert score.detection_gaps(truth, boxes) == {
+        "gaps_over_s": 0,
+        "over_s": 1.0,
+        "longest_s": 0.0,
+    }
+    for i in range(5, 25):  # person 1 (the second box) missed for 20 frames = 1.33 s
+        boxes[i] = [b for b, f in zip(boxes[i], truth.faces[i], strict=True) if f[0] != 1]
+    gaps = score.detection_gaps(truth, boxes)
+    assert gaps["gaps_over_s"] == 1 and gaps["longest_s"] == pytest.approx(20 / 15, abs=0.01)

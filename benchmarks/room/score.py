@@ -122,6 +122,44 @@ def detection_scores(truth: Truth, boxes_per_frame: dict[int, list[Box]]) -> dic
     return out
 
 
+def detection_gaps(
+    truth: Truth, boxes_per_frame: dict[int, list[Box]], long_s: float = 1.0
+) -> dict:
+    """Runs of frames in which a visible person was not detected: how many lasted longer
+    than `long_s` (a track holding `hold_s` = 1 s loses its id over such a gap) and the
+    longest, in seconds. Frames where the face is ignored (hidden) neither end nor extend a
+    run; frames that were not detected on (not in `boxes_per_frame`) do not count."""
+    runs: dict[int, int] = defaultdict(int)
+    longest, n_long = 0, 0
+    limit = long_s * truth.fps
+
+    def close(p):
+        nonlocal longest, n_long
+        longest = max(longest, runs[p])
+        n_long += runs[p] > limit
+        runs[p] = 0
+
+    for i in range(truth.n_frames):
+        if i not in boxes_per_frame:
+            continue
+        faces = truth.faces[i]
+        m = match_frame(boxes_per_frame[i], faces)
+        hit = set(m.matched.values())
+        for f in faces:
+            p = int(f[0])
+            if f[6]:
+                continue
+            if p in hit:
+                close(p)
+            else:
+                runs[p] += 1
+        for p in [p for p in runs if p not in {int(f[0]) for f in faces}]:
+            close(p)  # the person left the frame
+    for p in list(runs):
+        close(p)
+    return {"gaps_over_s": n_long, "over_s": long_s, "longest_s": round(longest / truth.fps, 2)}
+
+
 def _pr(tp: int, fn: int, fp: int) -> dict:
     return {
         "faces": tp + fn,
@@ -154,6 +192,7 @@ def identity_scores(truth: Truth, assoc: dict[int, dict[int, int]]) -> dict:
     per = {}
     for p, frames in sorted(present.items()):
         last_id, switches, ids, fragments, was_tracked = None, 0, set(), 0, False
+        at: list[int] = []  # frames where the id changed (for looking at them)
         for i in frames:
             fid = next((fid for fid, q in assoc.get(i, {}).items() if q == p), None)
             if fid is None:
@@ -161,11 +200,17 @@ def identity_scores(truth: Truth, assoc: dict[int, dict[int, int]]) -> dict:
                 continue
             if last_id is not None and fid != last_id:
                 switches += 1
+                at.append(i)
             elif last_id is not None and not was_tracked:
                 fragments += 1
             was_tracked, last_id = True, fid
             ids.add(fid)
-        per[p] = {"id_switches": switches, "ids": len(ids), "fragments": fragments}
+        per[p] = {
+            "id_switches": switches,
+            "ids": len(ids),
+            "fragments": fragments,
+            "switch_frames": at,
+        }
     n = len(per)
     total = sum(v["id_switches"] for v in per.values())
     return {
