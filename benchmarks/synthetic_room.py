@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import (
-    CACHE_ROOT,
     RESULTS_DIR,
     log,
     machine_info,
@@ -58,7 +57,7 @@ def parse_variants(specs: list[str]) -> dict[str, dict]:
     for spec in specs:
         name, sep, rest = spec.partition("=")
         if not sep or not name:
-            raise SystemExit(f"--variant {spec!r}: expected NAME=table.key=value")
+            raise daemon_run.UsageError(f"--variant {spec!r}: expected NAME=table.key=value")
         table, key, value = daemon_run.parse_override(rest)
         out.setdefault(name, {}).setdefault(table, {})[key] = value
     return out
@@ -517,37 +516,7 @@ def clip_table(result: dict) -> str:
 
 def run(args) -> dict:
     t_start = time.perf_counter()
-    # generated from FER2013 faces: cached outside the repository, never committed
-    clips_dir = (
-        Path(args.clips)
-        if args.clips
-        else CACHE_ROOT
-        / "synthetic_room"
-        / f"clips{'-quick' if args.quick else ''}-seed{args.seed}"
-    )
-    specs = [s for s in scenes.default_scenes(args.quick) if s.name in args.scenes]
-    all_names = [s.name for s in scenes.default_scenes(args.quick)]
-    cache: dict = {}
-
-    def pool() -> scenes.FacePool:
-        if "pool" not in cache:
-            log(f"synthetic_room: loading FER2013 PublicTest faces from {args.data}")
-            cache["pool"] = scenes.load_face_pool(Path(args.data), args.seed)
-        return cache["pool"]
-
-    clips = {}
-    for spec in specs:
-        k = all_names.index(spec.name)
-        t = time.perf_counter()
-        video, truth = scenes.ensure_scene(
-            spec, clips_dir, args.seed + k, lambda k=k: pool().for_scene(k, len(all_names))
-        )
-        clips[spec.name] = (video, truth)
-        log(
-            f"synthetic_room: clip {spec.name}: {truth.n_frames} frames, "
-            f"{len(truth.switches)} switches ({time.perf_counter() - t:.1f} s)"
-        )
-
+    # every variant and the ref are checked before minutes go into clips and runs
     pins, dropped, unpinned = daemon_run.before_pins()
     variants: dict[str, dict] = {}
     if "before" in args.variants:
@@ -555,6 +524,22 @@ def run(args) -> dict:
     if "after" in args.variants:
         variants["after"] = {}
     variants.update(parse_variants(args.variant))
+    for layer in variants.values():
+        daemon_run.make_config(Path("clip.mp4"), args.adaptive, layer)  # ConfigError if bad
+    if args.before_ref:
+        old_code.resolve(args.before_ref)
+    # generated from FER2013 faces: cached outside the repository, never committed
+    clips_dir = Path(args.clips) if args.clips else scenes.default_clips_dir(args.quick, args.seed)
+    pool = scenes.PoolLoader(Path(args.data), args.seed, log)
+    clips = {}
+    for name in args.scenes:
+        t = time.perf_counter()
+        clips.update(scenes.benchmark_clips(pool, args.quick, args.seed, [name], clips_dir))
+        truth = clips[name][1]
+        log(
+            f"synthetic_room: clip {name}: {truth.n_frames} frames, "
+            f"{len(truth.switches)} switches ({time.perf_counter() - t:.1f} s)"
+        )
 
     result: dict = {
         "benchmark": "synthetic_room",
@@ -710,12 +695,21 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.scenes = [s for s in args.scenes.split(",") if s]
     args.variants = [s for s in args.variants.split(",") if s]
-    if "near" not in args.scenes:
-        args.scenes.insert(0, "near")  # the close-up row reads it
+    known = [s.name for s in scenes.default_scenes()]
+    unknown = [s for s in args.scenes if s not in known]
+    if unknown or not args.scenes:
+        print(f"--scenes: unknown {unknown}; choose from {','.join(known)}", file=sys.stderr)
+        return 2
     args.command = "python -m benchmarks.synthetic_room " + " ".join(
         argv if argv is not None else sys.argv[1:]
     )
-    result = run(args)
+    from emotion_edge.errors import ConfigError
+
+    try:
+        result = run(args)
+    except (daemon_run.UsageError, ConfigError) as exc:  # a bad --variant or --before-ref
+        print(f"synthetic_room: {exc}", file=sys.stderr)
+        return 2
     out_dir = Path(args.out)
     write_json(result, out_dir / "synthetic_room.json")
     table = markdown(result) + "\n\nPer clip:\n\n" + clip_table(result)

@@ -194,7 +194,7 @@ def test_overrides_parse():
     )
     assert daemon_run.parse_override("tracking.hold_s=1.5") == ("tracking", "hold_s", 1.5)
     assert daemon_run.parse_override("pipeline.adaptive=false")[2] is False
-    with pytest.raises(ValueError):
+    with pytest.raises(daemon_run.UsageError):
         daemon_run.parse_override("hold_s=1")
 
 
@@ -243,7 +243,7 @@ def test_before_ref_resolves_commits_only():
     from benchmarks.room import old_code
 
     assert all(c in "0123456789abcdef" for c in old_code.resolve("HEAD"))
-    with pytest.raises(SystemExit, match="not a commit"):
+    with pytest.raises(daemon_run.UsageError, match="not a commit"):
         old_code.resolve("no-such-ref-anywhere")
 
 
@@ -328,3 +328,16 @@ def test_detection_gaps(clip):
         boxes[i] = [b for b, f in zip(boxes[i], truth.faces[i], strict=True) if f[0] != 1]
     gaps = score.detection_gaps(truth, boxes)
     assert gaps["gaps_over_s"] == 1 and gaps["longest_s"] == pytest.approx(20 / 15, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [["--variant", "bad"], ["--variant", "x=tracking.nope=1"], ["--scenes", "hall"]],
+)
+def test_bad_arguments_exit_2_before_any_work(bad, tmp_path, capsys):
+    from benchmarks.synthetic_room import main
+
+    assert main([*bad, "--out", str(tmp_path), "--clips", str(tmp_path / "clips")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ("synthetic_room: " in err or "--scenes: " in err)
+    assert not (tmp_path / "clips").exists()

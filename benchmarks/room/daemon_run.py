@@ -48,11 +48,15 @@ BEFORE_NEW_KEYS: dict[str, dict] = {
 T0 = 1_790_000_000.0  # the clip's frame 0 as epoch seconds (any fixed value does)
 
 
+class UsageError(ValueError):
+    """A bad command-line value (exit 2 with its one-line message)."""
+
+
 def parse_override(text: str) -> tuple[str, str, object]:
     """'table.key=value' -> (table, key, value); the value is read as TOML (true, 1.5,
     "x") and else taken as a plain string (detector.kind=auto)."""
     if "=" not in text or "." not in text.split("=", 1)[0]:
-        raise ValueError(f"override {text!r}: expected table.key=value")
+        raise UsageError(f"override {text!r}: expected table.key=value")
     path, raw = text.split("=", 1)
     table, key = path.strip().split(".", 1)
     try:

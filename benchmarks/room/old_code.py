@@ -20,17 +20,18 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.common import REPO, log
+from benchmarks.room.daemon_run import UsageError
 
 
 def resolve(ref: str) -> str:
-    """The short commit id of a ref (SystemExit with git's message when it is not one)."""
+    """The short commit id of a ref (UsageError with git's message when it is not one)."""
     proc = subprocess.run(
         ["git", "-C", str(REPO), "rev-parse", "--short=10", "--verify", f"{ref}^{{commit}}"],
         capture_output=True,
         text=True,
     )
     if proc.returncode != 0:
-        raise SystemExit(f"--before-ref {ref!r}: not a commit ({proc.stderr.strip()})")
+        raise UsageError(f"--before-ref {ref!r}: not a commit ({proc.stderr.strip()})")
     return proc.stdout.strip()
 
 

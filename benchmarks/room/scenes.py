@@ -497,3 +497,48 @@ def ensure_scene(spec: SceneSpec, clips_dir: Path, seed: int, pool_loader) -> tu
     tmp_video.replace(video)
     tmp_truth.replace(truth_path)
     return video, truth
+
+
+def default_clips_dir(quick: bool, seed: int) -> Path:
+    """Where the benchmark caches its clips (outside the repository: derived from FER2013)."""
+    from benchmarks.common import CACHE_ROOT
+
+    return CACHE_ROOT / "synthetic_room" / f"clips{'-quick' if quick else ''}-seed{seed}"
+
+
+class PoolLoader:
+    """The FacePool, loaded on first call only (cached clips need no FER2013)."""
+
+    def __init__(self, data: Path, seed: int, log=None) -> None:
+        self.data, self.seed, self.log = Path(data), seed, log
+        self._pool: FacePool | None = None
+
+    def __call__(self) -> FacePool:
+        if self._pool is None:
+            if self.log:
+                self.log(f"synthetic_room: loading FER2013 PublicTest faces from {self.data}")
+            self._pool = load_face_pool(self.data, self.seed)
+        return self._pool
+
+
+def benchmark_clips(
+    pool: PoolLoader,
+    quick: bool = False,
+    seed: int = 0,
+    names: list[str] | None = None,
+    clips_dir: Path | None = None,
+) -> dict[str, tuple[Path, Truth]]:
+    """The benchmark's clips, exactly as `python -m benchmarks.synthetic_room` scores them
+    (scene k of n: seed + k, the k-th share of the faces), made or taken from the cache.
+    Anything tuned on the synthetic room should use these, so it tunes on what is scored."""
+    specs = default_scenes(quick)
+    all_names = [s.name for s in specs]
+    clips_dir = Path(clips_dir) if clips_dir else default_clips_dir(quick, seed)
+    out = {}
+    for k, spec in enumerate(specs):
+        if names is not None and spec.name not in names:
+            continue
+        out[spec.name] = ensure_scene(
+            spec, clips_dir, seed + k, lambda k=k: pool().for_scene(k, len(all_names))
+        )
+    return out
