@@ -715,6 +715,8 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown(result) + "\n\nPer clip:\n\n" + clip_table(result)
     (out_dir / "synthetic_room.md").write_text(
         f"# Synthetic room ({'quick' if args.quick else 'full'})\n\n`{result['command']}`\n\n"
+        + variants_note(result)
+        + "\n\n"
         + table
         + "\n"
     )
