@@ -41,6 +41,20 @@ COST_FACES = (1, 3, 6)
 COST_HEIGHTS = (150, 90, 60, 45, 34, 26)  # face heights of the cost frames, first N used
 
 
+def uncommitted_device_files() -> list[str]:
+    """device/ files that differ from the commit (the "after" column ran them as they are)."""
+    import subprocess
+
+    from benchmarks.common import REPO
+
+    proc = subprocess.run(
+        ["git", "-C", str(REPO), "status", "--porcelain", "--", "device"],
+        capture_output=True,
+        text=True,
+    )
+    return [line[3:] for line in proc.stdout.splitlines()] if proc.returncode == 0 else []
+
+
 def emotion_edge_path() -> str:
     """Where the daemon package was imported from (a --before-ref child proves its code)."""
     import emotion_edge
@@ -487,6 +501,12 @@ def variants_note(result: dict) -> str:
         for n, c in result["clips"].items()
     )
     lines.append(f"- clips: {clips}; {result['seconds']:.0f} s in all")
+    git = (result.get("machine") or {}).get("git") or {}
+    dirty = result.get("device_uncommitted") or []
+    lines.append(
+        f"- code: commit {git.get('commit', '?')}"
+        + (f", with uncommitted changes in {', '.join(dirty)}" if dirty else "")
+    )
     return "\n".join(lines)
 
 
@@ -619,6 +639,7 @@ def run(args) -> dict:
             result["variants"][name]["cost"] = costs
     result["seconds"] = round(time.perf_counter() - t_start, 1)
     result["machine"] = machine_info()
+    result["device_uncommitted"] = uncommitted_device_files()
     return result
 
 
