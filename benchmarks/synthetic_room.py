@@ -414,18 +414,20 @@ def markdown(result: dict) -> str:
             "",
             lambda r, b=b: _rate_cell(r["room"]["read_right"][b]),
         )
-    for n in COST_FACES:
-        row(
-            f"detect ms/frame, {n} face{'s' if n > 1 else ''}",
-            "",
-            lambda r, n=n: f"{r['cost'][f'detect_{n}']:.1f}",
-        )
-    for n in COST_FACES:
-        row(
-            f"classify ms/frame, {n} face{'s' if n > 1 else ''}",
-            "",
-            lambda r, n=n: f"{r['cost'][f'classify_{n}']:.1f}",
-        )
+    base = v.get("before", {}).get("cost", {})
+
+    def cost(r: dict, key: str) -> str:
+        ms = r["cost"][key]
+        ratio = f" ({ms / base[key]:.1f}x before)" if base.get(key) and r is not v["before"] else ""
+        return f"{ms:.1f}{ratio}"
+
+    for stage in ("detect", "classify"):
+        for n in COST_FACES:
+            row(
+                f"{stage} ms/frame, {n} face{'s' if n > 1 else ''}",
+                "",
+                lambda r, key=f"{stage}_{n}": cost(r, key),
+            )
     for xml in ("testing.xml", "training.xml"):
         row(
             f"dlib {xml} recall",
@@ -450,6 +452,11 @@ def markdown(result: dict) -> str:
         "sample video: face ids / announced",
         "",
         lambda r: f"{r['sample_video']['face_ids']} / {r['sample_video']['announced']}",
+    )
+    row(
+        "sample video fps (1 thread, detection every frame, as fast as processed)",
+        "",
+        lambda r: f"{r['sample_video']['fps_processed']}",
     )
     row(
         "pipeline fps on the room clip (1 thread)",
