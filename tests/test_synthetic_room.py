@@ -341,3 +341,32 @@ def test_bad_arguments_exit_2_before_any_work(bad, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and ("synthetic_room: " in err or "--scenes: " in err)
     assert not (tmp_path / "clips").exists()
+
+
+def test_report_from_a_scored_run(clip):
+    """score_clip -> pooled -> markdown/variants_note on a real (tiny) run: the table shows
+    the figures and marks them against the targets."""
+    from benchmarks import synthetic_room as sr
+
+    video, truth = clip
+    pins, _, _ = daemon_run.before_pins()
+    rec, _ = daemon_run.run_clip(daemon_run.make_config(video, False, pins), truth.fps)
+    per_clip = {"tiny": sr.score_clip(truth, rec)}
+    result = {
+        "clips": {"tiny": {"frames": truth.n_frames, "switches": 4, "persons": 2}},
+        "seconds": 1.0,
+        "variants": {
+            "before": {
+                "overrides": pins,
+                "detector": rec.detector,
+                "model_version": rec.model_version,
+                "room": sr.pooled(per_clip),
+                "clips": per_clip,
+            }
+        },
+    }
+    table = sr.markdown(result)
+    row = next(r for r in table.splitlines() if r.startswith("| detector recall, faces 100-250"))
+    assert "✓" in row and "(" in row
+    assert "| tiny | before |" in sr.clip_table(result)
+    assert "`before`: detector.kind=blazeface" in sr.variants_note(result)
