@@ -355,6 +355,16 @@ def _files(d: Path) -> set[Path]:
     return {p for p in d.rglob("*") if p.is_file()}
 
 
+def _flush_logs() -> None:
+    """Flush every log handler into the captured output. Not logging.shutdown(): that closes
+    handlers, and absl's (TensorFlow, imported by the training tests) closes the real stderr
+    with it, which kills the pytest process."""
+    for ref in list(logging._handlerList):
+        handler = ref()
+        if handler is not None:
+            handler.flush()
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_user_error_is_one_line_exit_2_and_leaves_no_database(name, tmp_path, capfd):
     case = CASES[name]
@@ -365,7 +375,7 @@ def test_user_error_is_one_line_exit_2_and_leaves_no_database(name, tmp_path, ca
         rc = _main(case.prog)(argv)
     except SystemExit as exc:  # argparse's refusals
         rc = exc.code
-    logging.shutdown()
+    _flush_logs()
     out, err = capfd.readouterr()
     lines = [line for line in err.splitlines() if line.strip()]
     if case.after_open:
