@@ -153,7 +153,10 @@ class BlazeFaceViews:
         raw = it.get_tensor(reg)[0]
         logits = it.get_tensor(cls)[0, :, 0]
         scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -80.0, 80.0)))
-        keep = np.nonzero(scores >= self.cfg.far_min_score)[0]
+        # around a face already found (roi) the net only has to see it again: the whole-frame
+        # threshold; a new find in an upscaled tile must score far_min_score
+        thr = self.cfg.min_score if view.kind == "roi" else self.cfg.far_min_score
+        keep = np.nonzero(scores >= thr)[0]
         if keep.size == 0:
             return []
         a, r = anchors[keep], raw[keep]
@@ -232,6 +235,12 @@ class _Seen:
     det: Detection
     age: int
     roi_at: int
+    velocity: tuple[float, float] = (0.0, 0.0)  # centre motion per run, px
+
+    def predicted_centre(self) -> tuple[float, float]:
+        x, y, w, h = self.det.box
+        k = self.age + 1
+        return x + w / 2 + self.velocity[0] * k, y + h / 2 + self.velocity[1] * k
 
 
 ROI_PX = 96  # roi view input side: the face at ~38 px, inside the net's reliable band
@@ -292,15 +301,14 @@ class MultiScaleDetector:
         return out
 
     def _roi_views(self, near: list[Detection], fw: int, fh: int) -> list[View]:
-        """Squares around remembered small faces the near view did not find again: at most
-        MAX_ROI_PER_FRAME, those looked at least recently first (with more faces, each is
-        found every other frame or so, and the tracker holds it between)."""
+        """Squares around remembered faces the near view did not find again this run, where
+        their motion puts them now: at most MAX_ROI_PER_FRAME, those looked at least recently
+        first (with more faces, each is found every other run or so, and the tracker holds
+        it between)."""
         todo = []
         for seen in self._memory:
             x, y, w, h = seen.det.box
-            if self.near_covers(seen.det.box, fw, fh):
-                continue
-            cx, cy = x + w / 2, y + h / 2
+            cx, cy = seen.predicted_centre()
             if any(
                 abs(cx - (n.box[0] + n.box[2] / 2)) < w and abs(cy - (n.box[1] + n.box[3] / 2)) < h
                 for n in near
@@ -312,7 +320,7 @@ class MultiScaleDetector:
         for seen in todo[:MAX_ROI_PER_FRAME]:
             seen.roi_at = self._runs
             x, y, w, h = seen.det.box
-            cx, cy = x + w / 2, y + h / 2
+            cx, cy = seen.predicted_centre()
             side = max(w, h) * ROI_SIDE  # the face at ~38 px of 96, room to move
             views.append(
                 View(
@@ -396,11 +404,20 @@ class MultiScaleDetector:
         kept = []
         for d in found:
             prev = [m for m in self._memory if _overlap(m.det.box, d.box)]
-            kept.append(_Seen(d, 0, min((m.roi_at for m in prev), default=-1)))
+            velocity = (0.0, 0.0)
+            if prev:
+                m = min(prev, key=lambda m: _centre_gap(m.det.box, d.box))
+                dx, dy = _centre_gap_xy(m.det.box, d.box)
+                a = 0.5  # smoothed: one noisy box should not throw the next view off
+                velocity = (
+                    a * dx / (m.age + 1) + (1 - a) * m.velocity[0],
+                    a * dy / (m.age + 1) + (1 - a) * m.velocity[1],
+                )
+            kept.append(_Seen(d, 0, min((m.roi_at for m in prev), default=-1), velocity))
         for m in self._memory:
             if m.age + 1 >= self.hold_frames or any(_overlap(m.det.box, k.det.box) for k in kept):
                 continue
-            kept.append(_Seen(m.det, m.age + 1, m.roi_at))
+            kept.append(_Seen(m.det, m.age + 1, m.roi_at, m.velocity))
         self._memory = kept
 
     def reset(self) -> None:
@@ -414,6 +431,16 @@ def _near_any(d: Detection, others: list[Detection]) -> bool:
         o.box[0] <= cx <= o.box[0] + o.box[2] and o.box[1] <= cy <= o.box[1] + o.box[3]
         for o in others
     )
+
+
+def _centre_gap_xy(a, b) -> tuple[float, float]:
+    """Centre of box b minus centre of box a."""
+    return b[0] + b[2] / 2 - a[0] - a[2] / 2, b[1] + b[3] / 2 - a[1] - a[3] / 2
+
+
+def _centre_gap(a, b) -> float:
+    dx, dy = _centre_gap_xy(a, b)
+    return dx * dx + dy * dy
 
 
 def _overlap(a, b) -> bool:
