@@ -32,7 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from emotion_edge.config import load_config
+from emotion_edge.detect.detector import detect_photo
 from emotion_edge.errors import ConfigError
+from emotion_edge.preprocess import eye_roll_deg
 from emotion_edge.track.events import FaceObservation
 from emotion_edge.track.timeline import TimelineSampler, timeline_payload
 from emotion_edge_record.ingest import Pending, Writer
@@ -434,9 +436,11 @@ def _record_images(
                     break
                 ts = stamps.get(frame.name or "", base + frame.index)
                 try:
-                    dets = detector.detect(frame.image)
+                    # a photo: every view of the detector, as the daemon's images: source
+                    dets = detect_photo(detector, frame.image)
                     boxes = [d.box for d in dets]
-                    probs = classifier.classify(frame.image, boxes) if boxes else []
+                    rolls = [eye_roll_deg(d.keypoints) for d in dets]
+                    probs = classifier.classify(frame.image, boxes, rolls) if boxes else []
                     faces = [
                         FaceObservation(i + 1, b, 1, np.asarray(p))
                         for i, (b, p) in enumerate(zip(boxes, probs, strict=True))

@@ -412,7 +412,7 @@ def check_report_files(
 
 def test_photo_folder_one_row_per_detected_face_per_photo(samples_dir, emotion_model, tmp_path):
     from emotion_edge.config import load_table
-    from emotion_edge.detect.detector import make_detector
+    from emotion_edge.detect.detector import detect_photo, make_detector
     from emotion_edge.video.sources import IMAGE_SUFFIXES
 
     folder = samples_dir / "dlib_faces"
@@ -425,7 +425,7 @@ def test_photo_folder_one_row_per_detected_face_per_photo(samples_dir, emotion_m
     expect = {}
     for p in photos:
         gray = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
-        expect[p.name] = len(det.detect(gray))
+        expect[p.name] = len(detect_photo(det, gray))
     assert sum(expect.values()) > len(photos) // 2, expect
     db = tmp_path / "photos.sqlite"
     proc = run(
