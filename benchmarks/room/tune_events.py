@@ -22,7 +22,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from benchmarks.common import CACHE_ROOT, log
+from benchmarks.common import log
 from benchmarks.room import daemon_run, scenes, score
 
 GRID = {
@@ -123,9 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         "--grid", action="append", default=[], metavar="KEY=V1,V2", help="replace a grid axis"
     )
     args = p.parse_args(argv)
-    clips_dir = args.clips or CACHE_ROOT / "synthetic_room" / (
-        "clips-quick" if args.quick else "clips"
-    )
+    clips_dir = args.clips or scenes.default_clips_dir(args.quick, args.seed)
     pool: dict = {}
 
     def loader():

@@ -153,7 +153,7 @@ class TrackingConfig:
         max=1000,
     )
     hold_s: float = setting(
-        1.0,
+        2.0,
         "seconds a face missed by the detector keeps its id (carried with detected false) "
         "before it disappears: detection misses and short occlusions do not break a track",
         min=0.0,
