@@ -173,13 +173,13 @@ class TrackingConfig:
         max=1000,
     )
     smoothing_tau_s: float = setting(
-        0.2, "EMA time constant of emotion probabilities; 0 = none", min=0.0, max=60.0
+        0.4, "EMA time constant of emotion probabilities; 0 = none", min=0.0, max=60.0
     )
     min_confidence: float = setting(
         0.3, "smoothed probability a new emotion needs to be reported", min=0.0, max=1.0
     )
     hysteresis: float = setting(
-        0.2, "margin a new emotion must beat the reported one by", min=0.0, max=1.0
+        0.25, "margin a new emotion must beat the reported one by", min=0.0, max=1.0
     )
     min_dwell_s: float = setting(
         0.2, "how long a new emotion must lead before it is reported", min=0.0, max=600.0
