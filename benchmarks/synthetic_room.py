@@ -486,12 +486,20 @@ def markdown(result: dict) -> str:
     return "\n".join(rows)
 
 
+def _short_path(value):
+    """A packaged model's path from the device folder on (a --before-ref child's is in /tmp)."""
+    text = str(value)
+    return "device/" + text.split("/device/", 1)[1] if "/device/models/" in text else value
+
+
 def variants_note(result: dict) -> str:
     """What each variant is, and what "before" could not pin."""
     lines = []
     for name, v in result["variants"].items():
         over = "; ".join(
-            f"{t}.{k}={val}" for t, kv in v["overrides"].items() for k, val in kv.items()
+            f"{t}.{k}={_short_path(val)}"
+            for t, kv in v["overrides"].items()
+            for k, val in kv.items()
         )
         what = over or "the current defaults (AppConfig())"
         if v.get("code"):
@@ -650,6 +658,21 @@ def run(args) -> dict:
     return result
 
 
+def write_markdown(result: dict, out_dir: Path) -> str:
+    """OUT/synthetic_room.md from a result; returns the tables (re-render an old JSON with
+    `python -c "...write_markdown(json.load(open(P)), DIR)"`)."""
+    table = markdown(result) + "\n\nPer clip:\n\n" + clip_table(result)
+    kind = "quick" if result.get("quick") else "full"
+    (Path(out_dir) / "synthetic_room.md").write_text(
+        f"# Synthetic room ({kind})\n\n`{result['command']}`\n\n"
+        + variants_note(result)
+        + "\n\n"
+        + table
+        + "\n"
+    )
+    return table
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.synthetic_room",
@@ -740,15 +763,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out_dir = Path(args.out)
     write_json(result, out_dir / "synthetic_room.json")
-    table = markdown(result) + "\n\nPer clip:\n\n" + clip_table(result)
-    (out_dir / "synthetic_room.md").write_text(
-        f"# Synthetic room ({'quick' if args.quick else 'full'})\n\n`{result['command']}`\n\n"
-        + variants_note(result)
-        + "\n\n"
-        + table
-        + "\n"
-    )
-    print(table)
+    print(write_markdown(result, out_dir))
     log(f"synthetic_room: wrote {out_dir}/synthetic_room.md and .json ({result['seconds']:.0f} s)")
     return 0
 
