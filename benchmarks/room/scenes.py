@@ -535,8 +535,10 @@ def ensure_scene(spec: SceneSpec, clips_dir: Path, seed: int, pool_loader) -> tu
 
     `pool_loader()` returns the FacePool (loaded lazily: cached clips need no FER2013)."""
     key = scene_key(spec, seed)
-    video = clips_dir / f"{spec.name}.mp4"
-    truth_path = clips_dir / f"{spec.name}.truth.json"
+    # named by their digest: clips made with other parameters (another tool, another seed
+    # offset) live beside these instead of overwriting them
+    video = clips_dir / f"{spec.name}-{key}.mp4"
+    truth_path = clips_dir / f"{spec.name}-{key}.truth.json"
     if video.is_file() and truth_path.is_file():
         truth = Truth.from_json(json.loads(truth_path.read_text()))
         if truth.params == key:
