@@ -346,7 +346,7 @@ class Pipeline:
                 b: eye_roll_deg(d.keypoints) for b, d in zip(boxes, detections, strict=True)
             }
             tracks, removed = self.tracker.update(
-                boxes, [d.score for d in detections], ts=frame.timestamp
+                boxes, [d.score for d in detections], ts=frame.timestamp, frame_size=(w, h)
             )
         else:
             tracks, removed = self.tracker.predict(), []

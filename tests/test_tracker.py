@@ -234,11 +234,25 @@ def test_a_small_moving_face_is_matched_by_centre_distance_not_a_new_id():
     # a face far away (5 face sizes) is someone else
     tracks, _ = tr.update([(121.0, 101.0, 20.0, 20.0), (300.0, 100.0, 20.0, 20.0)], ts=0.3)
     assert sorted(t.track_id for t in tracks) == [1, 2]
-    # and a box of very different size near it is not the same face either
+    # and a box of another size beside it (not around it) is not the same face either
     tr2 = IouTracker(TrackingConfig(iou_threshold=0.9))
     tr2.update([(100.0, 100.0, 20.0, 20.0)], ts=0.0)
-    tracks, _ = tr2.update([(95.0, 95.0, 40.0, 40.0)], ts=0.1)
+    tracks, _ = tr2.update([(125.0, 95.0, 40.0, 40.0)], ts=0.1)
     assert sorted(t.track_id for t in tracks) == [1, 2]
+
+
+def test_one_face_framed_tight_and_loose_by_two_views_stays_one_track():
+    tr = IouTracker(TrackingConfig(iou_threshold=0.3, max_jump=0.6))
+    tr.update([(491.0, 119.0, 61.0, 61.0)], ts=0.0)
+    # the next view frames the same face at half the size, on the same centre: matched
+    tracks, _ = tr.update([(504.0, 139.0, 31.0, 31.0)], ts=0.1)
+    assert [t.track_id for t in tracks] == [1]
+    # two tracks that end up on one face (one inside the other) merge into the older id
+    tr2 = IouTracker(TrackingConfig(iou_threshold=0.9, max_jump=0.0))
+    tr2.update([(100.0, 100.0, 60.0, 60.0)], ts=0.0)
+    tracks, removed = tr2.update([(110.0, 115.0, 36.0, 36.0)], ts=0.1)
+    assert [t.track_id for t in tracks] == [1] and removed == [2]
+    assert tracks[0].visible and tracks[0].box == (110.0, 115.0, 36.0, 36.0)
 
 
 def test_carried_face_changes_nothing_and_disappeared_tells_stable_and_dominant_emotion():

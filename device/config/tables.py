@@ -100,8 +100,7 @@ class DetectorConfig:
     )
     roi_hold_runs: int = setting(
         15,
-        "auto: detection runs a small face found once is looked for again around its last "
-        "box",
+        "auto: detection runs a small face found once is looked for again around its last box",
         min=1,
         max=1000,
     )
@@ -156,6 +155,13 @@ class TrackingConfig:
         2.0,
         "seconds a face missed by the detector keeps its id (carried with detected false) "
         "before it disappears: detection misses and short occlusions do not break a track",
+        min=0.0,
+        max=600.0,
+    )
+    hold_interior_s: float = setting(
+        6.0,
+        "hold_s for a face last seen more than a face size from every frame edge (people "
+        "leave through the edges; one lost mid-frame is more likely missed or hidden)",
         min=0.0,
         max=600.0,
     )

@@ -61,6 +61,31 @@ class Track:
         return self.missed == 0
 
 
+def _merge_duplicates(tracks: list[Track], inside: float = 0.7) -> tuple[list[Track], list[int]]:
+    """One face cannot be two tracks: a track whose box lies mostly inside another's (or
+    around it) is the same face framed tighter or looser by another detector view; the
+    younger one (higher id) goes, the older keeps the face's id."""
+    gone: set[int] = set()
+    order = sorted(tracks, key=lambda t: t.track_id)
+    for i, a in enumerate(order):
+        if a.track_id in gone:
+            continue
+        for b in order[i + 1 :]:
+            if b.track_id in gone:
+                continue
+            ax, ay, aw, ah = a.box
+            bx, by, bw, bh = b.box
+            ix = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+            iy = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+            small = min(aw * ah, bw * bh)
+            if small > 0 and ix * iy / small > inside:
+                gone.add(b.track_id)
+                if b.missed == 0 and a.missed > 0:  # the older one takes the fresh sighting
+                    a.box, a.detected_box, a.score = b.box, b.detected_box, b.score
+                    a.missed, a.last_seen_ts = 0, b.last_seen_ts
+    return [t for t in tracks if t.track_id not in gone], sorted(gone)
+
+
 class IouTracker:
     def __init__(self, cfg: TrackingConfig | None = None):
         self.cfg = cfg or TrackingConfig()
@@ -72,9 +97,10 @@ class IouTracker:
         boxes: Sequence[Box],
         scores: Sequence[float] | None = None,
         ts: float | None = None,
+        frame_size: tuple[int, int] | None = None,
     ) -> tuple[list[Track], list[int]]:
-        """Match one detection run at capture time `ts` (None: hold by runs only); return
-        (live tracks, ids of tracks dropped now)."""
+        """Match one detection run at capture time `ts` (None: hold by runs only) on a frame
+        of `frame_size` (width, height); return (live tracks, ids of tracks dropped now)."""
         scores = list(scores) if scores is not None else [1.0] * len(boxes)
         boxes = [tuple(float(v) for v in b) for b in boxes]
         matched_t: set[int] = set()
@@ -102,7 +128,7 @@ class IouTracker:
                 t.frames_since_detect = 0
                 held = ts is not None and t.last_seen_ts is not None
                 if t.missed > self.cfg.max_missed and (
-                    not held or ts - t.last_seen_ts > self.cfg.hold_s
+                    not held or ts - t.last_seen_ts > self._hold_for(t, frame_size)
                 ):
                     removed.append(t.track_id)
                     continue
@@ -111,8 +137,20 @@ class IouTracker:
             if di not in matched_d:
                 kept.append(Track(self._next_id, b, float(scores[di]), last_seen_ts=ts))
                 self._next_id += 1
-        self.tracks = kept
-        return list(self.tracks), removed
+        self.tracks, merged = _merge_duplicates(kept)
+        return list(self.tracks), removed + merged
+
+    def _hold_for(self, t: Track, frame_size: tuple[int, int] | None) -> float:
+        """How long a missed face is held: hold_s, or hold_interior_s when it was last seen
+        more than a face size away from every frame edge (people leave a picture through its
+        edges; a face lost in the middle is more likely missed by the detector or hidden)."""
+        if frame_size is None or self.cfg.hold_interior_s <= self.cfg.hold_s:
+            return self.cfg.hold_s
+        x, y, w, h = t.detected_box or t.box
+        m = max(w, h)
+        fw, fh = frame_size
+        interior = x > m and y > m and x + w < fw - m and y + h < fh - m
+        return self.cfg.hold_interior_s if interior else self.cfg.hold_s
 
     def _near_pairs(
         self, boxes: list[Box], matched_t: set[int], matched_d: set[int]
@@ -128,9 +166,16 @@ class IouTracker:
             size = max(tw, th)
             reach = self.cfg.max_jump * size * (1.0 + 0.5 * min(t.missed, 4))
             for di, (x, y, w, h) in enumerate(boxes):
-                if di in matched_d or not (1 / 1.6 <= max(w, h) / max(size, 1e-6) <= 1.6):
+                if di in matched_d:
                     continue
+                ratio = max(w, h) / max(size, 1e-6)
                 d = float(np.hypot(x + w / 2 - tx - tw / 2, y + h / 2 - ty - th / 2))
+                # Sizes within 1.6x, or within 2.5x when the centres nearly coincide: views
+                # at different scales frame one small face tighter or looser (detect/
+                # multiscale.py), and a box inside another on the same centre is that face.
+                concentric = d <= 0.25 * min(size, max(w, h))
+                if not (1 / 1.6 <= ratio <= 1.6 or (concentric and 1 / 2.5 <= ratio <= 2.5)):
+                    continue
                 if d <= reach:
                     cands.append((d, ti, di))
         out, used_t, used_d = [], set(), set()
