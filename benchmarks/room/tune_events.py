@@ -123,29 +123,25 @@ def main(argv: list[str] | None = None) -> int:
         "--grid", action="append", default=[], metavar="KEY=V1,V2", help="replace a grid axis"
     )
     args = p.parse_args(argv)
-    clips_dir = args.clips or scenes.default_clips_dir(args.quick, args.seed)
-    pool: dict = {}
-
-    def loader():
-        if "pool" not in pool:
-            pool["pool"] = scenes.load_face_pool(Path(args.data), args.seed)
-        return pool["pool"]
-
+    clips = scenes.benchmark_clips(
+        scenes.PoolLoader(Path(args.data), args.seed, log),
+        args.quick,
+        args.seed,
+        args.scenes.split(","),
+        args.clips,
+    )
     recorded = []
     cache = args.out / "recorded.pkl"
     if args.reuse and cache.is_file():
         # the pipeline's record of an earlier run (a local cache, never committed)
         recorded, labels, tracking = pickle.loads(cache.read_bytes())
         log(f"tune_events: reusing {cache}")
-    for spec in scenes.default_scenes(args.quick) if not recorded else []:
-        if spec.name not in args.scenes.split(","):
-            continue
-        video, truth = scenes.ensure_scene(spec, clips_dir, args.seed, loader)
+    for name, (video, truth) in clips.items() if not recorded else []:
         t = time.perf_counter()
         frames, tracks, labels, tracking = record_clip(video, truth.fps)
         assoc = score.associate(truth, tracks)
-        recorded.append((spec.name, truth, frames, assoc))
-        log(f"tune_events: {spec.name}: {len(frames)} frames in {time.perf_counter() - t:.0f} s")
+        recorded.append((name, truth, frames, assoc))
+        log(f"tune_events: {name}: {len(frames)} frames in {time.perf_counter() - t:.0f} s")
     args.out.mkdir(parents=True, exist_ok=True)
     cache.write_bytes(pickle.dumps((recorded, labels, tracking)))
     grid = dict(GRID)
