@@ -61,10 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     clf = EmotionClassifier(resolve_model_path(None))
     rng = np.random.default_rng(args.seed)
     print(f"aligned crops turn faces rolled >= {pre.MIN_ALIGN_DEG:g} degrees (keypoint estimate)")
-    print("| roll +- deg | faces found | straight crop | aligned crop | keypoint roll error |")
-    print("|---|---|---|---|---|")
+    print(
+        "| roll +- deg | faces found | straight crop | aligned crop | keypoint roll error "
+        "| eye line >= MIN_ALIGN_DEG |"
+    )
+    print("|---|---|---|---|---|---|")
     for max_roll in (float(r) for r in args.rolls.split(",")):
-        straight, aligned, errors = [], [], []
+        straight, aligned, errors, leaning = [], [], [], []
         for face, label in zip(faces, labels, strict=True):
             roll = float(rng.uniform(-max_roll, max_roll)) if max_roll else 0.0
             big = cv2.copyMakeBorder(
@@ -80,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             d = max(found, key=lambda x: x.score)
             est = eye_roll_deg(d.keypoints)
+            (rx, ry), (lx, ly) = d.keypoints[0], d.keypoints[1]
+            leaning.append(abs(np.degrees(np.arctan2(ly - ry, lx - rx))) >= pre.MIN_ALIGN_DEG)
             errors.append(abs(est + roll))  # OpenCV's positive angle turns counter-clockwise
             probs = clf.predict_faces(
                 np.stack([crop_face(frame, d.box), crop_face_aligned(frame, d.box, est)])
@@ -88,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             aligned.append(int(np.argmax(probs[1])) == label)
         print(
             f"| {max_roll:g} | {len(straight)}/{len(faces)} | {np.mean(straight):.4f} "
-            f"| {np.mean(aligned):.4f} | {np.median(errors):.1f} deg median |"
+            f"| {np.mean(aligned):.4f} | {np.median(errors):.1f} deg median "
+            f"| {sum(leaning)}/{len(leaning)} |"
         )
     return 0
 
