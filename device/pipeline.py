@@ -279,6 +279,11 @@ class Pipeline:
             log.exception("capture did not stop cleanly")
         try:
             self._publish_state()
+            # the events of the last frames get their acknowledgements first, so the retained
+            # final stats count them as delivered, not as still in the spool
+            flush = getattr(self.output, "flush", None)
+            if flush is not None:
+                flush(2.0)
             self._publish_stats(time.monotonic())
         except Exception:  # noqa: BLE001
             log.exception("final state/stats not published")
