@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from emotion_edge import __version__
@@ -274,19 +275,11 @@ def check_run_flags(args: argparse.Namespace) -> None:
         raise ConfigError(f"--mqtt-port: a TCP port is 1-65535, got {args.mqtt_port}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = one_line_errors(build_parser()).parse_args(argv)
-    setup_logging(args.log_level or "INFO")
+def exit_code_of(body: Callable[[], int]) -> int:
+    """Run a command's body: a user error (EmotionEdgeError) is one line and exit 2, anything
+    else one line and exit 1 with the traceback at DEBUG; never a traceback wall."""
     try:
-        check_run_flags(args)
-        from emotion_edge.config import load_config, to_toml
-
-        cfg = load_config(args.config, overrides_from_args(args))
-        logging.getLogger().setLevel(cfg.logging.level)
-        if args.print_config:
-            sys.stdout.write(to_toml(cfg))
-            return EXIT_OK
-        return run_daemon(cfg, args.max_frames, args.duration)
+        return body()
     except EmotionEdgeError as exc:
         log.error("%s", exc)
         return EXIT_USER_ERROR
@@ -298,6 +291,24 @@ def main(argv: list[str] | None = None) -> int:
         )
         log.debug("traceback", exc_info=True)
         return EXIT_UNEXPECTED
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = one_line_errors(build_parser()).parse_args(argv)
+    setup_logging(args.log_level or "INFO")
+
+    def body() -> int:
+        check_run_flags(args)
+        from emotion_edge.config import load_config, to_toml
+
+        cfg = load_config(args.config, overrides_from_args(args))
+        logging.getLogger().setLevel(cfg.logging.level)
+        if args.print_config:
+            sys.stdout.write(to_toml(cfg))
+            return EXIT_OK
+        return run_daemon(cfg, args.max_frames, args.duration)
+
+    return exit_code_of(body)
 
 
 if __name__ == "__main__":

@@ -18,10 +18,9 @@ import sys
 import threading
 
 from emotion_edge import __version__
-from emotion_edge.errors import EmotionEdgeError
 
 log = logging.getLogger("emotion_edge")
-EXIT_OK, EXIT_UNEXPECTED, EXIT_USER_ERROR = 0, 1, 2
+EXIT_OK, EXIT_USER_ERROR = 0, 2
 
 EPILOG = """\
 examples:
@@ -180,11 +179,12 @@ def serve(cfg, limits) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from emotion_edge.cli import setup_logging
+    from emotion_edge.cli import exit_code_of, setup_logging
 
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level or "INFO")
-    try:
+
+    def body() -> int:
         from emotion_edge.config import load_config
         from emotion_edge.errors import ConfigError
 
@@ -199,17 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.web:
             return serve(cfg, limits)
         return analyse_files(cfg, limits, args.images, args.crops, args.scan)
-    except EmotionEdgeError as exc:
-        log.error("%s", exc)
-        return EXIT_USER_ERROR
-    except Exception as exc:  # noqa: BLE001 - one line for the user, traceback at DEBUG
-        log.error(
-            "unexpected error: %s: %s (run with --log-level DEBUG for details)",
-            type(exc).__name__,
-            exc,
-        )
-        log.debug("traceback", exc_info=True)
-        return EXIT_UNEXPECTED
+
+    return exit_code_of(body)
 
 
 if __name__ == "__main__":
