@@ -1,19 +1,20 @@
 """Room-scale face detection: BlazeFace short-range run on several views of the frame.
 
-BlazeFace short-range finds a face when the face is about 28-128 px tall in the network's
+BlazeFace short-range finds a face when the face is about 28-112 px tall in the network's
 input, whatever the input's size (the net is fully convolutional: LiteRT resizes its input, and
-its anchors follow the grid). Letterboxed into 128x128, a 640x480 frame shows its faces at a
-fifth of their size, so faces under ~110 px are missed. `MultiScaleDetector` (detector kind
-"auto") therefore looks at each frame through views that bring every face size into that band:
+its anchors follow the grid; benchmarks/blazeface_scale.py measures the band). Letterboxed into
+128x128, a 640x480 frame shows its faces at a fifth of their size, so faces under ~140 px are
+missed. `MultiScaleDetector` (detector kind "auto") therefore looks at each frame through views
+that bring every face size into that band:
 
-- near: the whole frame letterboxed to 128x128, every frame (close-ups, faces >= ~110 px);
-- far: tiles of the frame upscaled by `far_scale` (24 px faces become ~30 px), and one mid view
-  at half scale for the faces between; a few tiles each frame, round-robin (`scan_px`), on a
-  grid shifted by half a tile every other cycle, so a face cut by a tile edge is whole in the
-  next cycle;
-- roi: each face found in the last `hold_frames` detection runs and too small for the near view
-  is looked for again in a square around it (one 128x128 call), so a small face, once found,
-  is detected in every frame rather than once a scan cycle.
+- near: the whole frame letterboxed to 128x128, every run (close-ups, faces >= ~140 px);
+- far: tiles of the frame upscaled so a `far_min_face_px` face is ~30 px to the net, overlapping
+  by the largest face they look for, and one mid view of the whole frame at a lower scale;
+  `scan_px_per_frame` of tiles are credited each run, round-robin; every new far find gets a
+  second look at two other scales (confirm) before it counts;
+- roi: each face found in the last `roi_hold_runs` runs that the near view did not find again
+  is looked for in a square around where its motion puts it (96x96 input), so a small face,
+  once found, is detected on every run rather than once a scan.
 
 Detections from all views are fused by score-ordered suppression (IoU, or one box mostly inside
 another). `scan_all()` runs every view at once: photos, where time matters less than recall.
@@ -29,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 from emotion_edge.config import DetectorConfig
-from emotion_edge.detect.detector import BLAZEFACE, BlazeFaceDetector, Detection
+from emotion_edge.detect.detector import BlazeFaceDetector, Detection
 from emotion_edge.errors import ModelError
 
 # Face heights (in network input pixels) that short-range BlazeFace finds reliably; measured on
-# FER2013 faces pasted at known sizes (docs/benchmarks.md, "Detection scale").
+# FER2013 faces pasted at known sizes (benchmarks/blazeface_scale.py, docs/benchmarks.md).
 NET_MIN_FACE = 28.0
 NET_MAX_FACE = 112.0
 REFERENCE_SIDE = 640.0  # far_min_face_px is a face height in a frame this wide
@@ -267,7 +268,6 @@ class MultiScaleDetector:
         self._memory: list[_Seen] = []
         self._runs = 0
         self.passes: Counter[str] = Counter()  # views run, by kind (stats)
-        self.last_passes: list[str] = []
         self.last_ms: dict[str, float] = {}
 
     def far_scale(self, fw: int, fh: int) -> float:
@@ -276,11 +276,6 @@ class MultiScaleDetector:
         view) becomes ~30 px to the net. A 24 px face is 3.75 % of a 640 px frame: in a
         2000 px photo that is a 75 px face, and smaller specks are texture, not people."""
         return 30.0 / (self.cfg.far_min_face_px * max(1.0, max(fw, fh) / REFERENCE_SIDE))
-
-    @staticmethod
-    def near_covers(box, fw: int, fh: int) -> bool:
-        """Whether the near view (whole frame in 128 px) sees a face this big reliably."""
-        return box[3] * 128.0 / max(fw, fh) >= NET_MIN_FACE * 1.15
 
     def _far_views(self, fw: int, fh: int) -> list[View]:
         """The next views of the scan: scan_px_per_frame input pixels are credited each run
@@ -357,7 +352,6 @@ class MultiScaleDetector:
         out = fuse(known + known_scanned + confirmed, self.cfg.nms_iou)
         self._remember(out)
         self.passes.update(kinds)
-        self.last_passes = kinds
         self.last_ms = timing
         return out
 
@@ -420,9 +414,6 @@ class MultiScaleDetector:
             kept.append(_Seen(m.det, m.age + 1, m.roi_at, m.velocity))
         self._memory = kept
 
-    def reset(self) -> None:
-        self._memory = []
-
 
 def _near_any(d: Detection, others: list[Detection]) -> bool:
     """Whether `d`'s centre lies inside one of `others` (the same face, already known)."""
@@ -447,9 +438,3 @@ def _overlap(a, b) -> bool:
     ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
     return ix * iy > 0
-
-
-def blazeface_model_path() -> Path:
-    from emotion_edge.models import MODELS_DIR
-
-    return MODELS_DIR / BLAZEFACE["blazeface"].filename
