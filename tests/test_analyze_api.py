@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from chromium import needs_chromium, start_chromium
 from mqtt_broker import free_port
 
 cv2 = pytest.importorskip("cv2")
@@ -583,8 +584,6 @@ def test_console_script_files_and_user_errors(tmp_path, samples_dir):
 
 # -- a real browser: drop a photo on the page ---------------------------------------------------
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 DOCS_SHOT = Path(__file__).resolve().parents[1] / "docs/img/analyze-page.png"
 
 # Selenium cannot drag a file from the desktop; a real File from a real <input type=file>
@@ -607,35 +606,12 @@ for (const type of ['dragenter', 'dragover', 'drop']) {
 """
 
 
-@pytest.mark.skipif(
-    CHROMIUM is None or CHROMEDRIVER is None,
-    reason="Debian chromium + chromium-driver missing (apt-get install chromium chromium-driver)",
-)
+@needs_chromium
 def test_browser_drop_a_photo_shows_boxes_and_bars(server, samples_dir, tmp_path):
-    webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium (dev)")
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
-    os.environ.setdefault("SE_AVOID_STATS", "true")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-dev-shm-usage",
-        "--hide-scrollbars",
-        "--force-device-scale-factor=1",
-        "--window-size=1280,800",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-    ):
-        opts.add_argument(flag)
-    drv = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
+    drv = start_chromium(tmp_path / "chromium-profile", window="1280,800")
     try:
-        drv.set_page_load_timeout(30)
         drv.get(f"http://127.0.0.1:{server.port}/")  # camera-less: redirected to /analyze
         assert drv.current_url.endswith("/analyze")
         drv.execute_script(DROP_JS)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -22,6 +21,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from chromium import needs_chromium, start_chromium
 from emotion_edge_study.studyfile import (
     StudyFileError,
     clip_order,
@@ -32,17 +32,12 @@ from test_record_mqtt import RecorderProc, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 FPS = 25
 DURATIONS = {"clip-short": 1.6, "clip-long": 2.4}
 TOLERANCE_S = 0.2  # the bound for marker end - start against the clip's duration
 UPDATE_DOCS = os.environ.get("EMOTION_EDGE_UPDATE_SCREENSHOT") == "1"
 
-needs_browser = pytest.mark.skipif(
-    CHROMIUM is None or CHROMEDRIVER is None,
-    reason="Debian chromium + chromium-driver missing (apt-get install chromium chromium-driver)",
-)
+needs_browser = needs_chromium
 
 
 def study_cmd() -> list[str]:
@@ -308,32 +303,9 @@ class StudyProc:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium (dev)")
-    from selenium.webdriver.chrome.service import Service
-
-    if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.skip("Debian chromium + chromium-driver missing")
-    os.environ.setdefault("SE_AVOID_STATS", "true")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--autoplay-policy=no-user-gesture-required",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--hide-scrollbars",
-        "--force-device-scale-factor=1",
-        "--window-size=1280,720",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
-    ):
-        opts.add_argument(flag)
-    drv = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
-    drv.set_page_load_timeout(30)
+    drv = start_chromium(
+        tmp_path_factory.mktemp("chromium-profile"), "--autoplay-policy=no-user-gesture-required"
+    )
     yield drv
     drv.quit()
 

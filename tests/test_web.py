@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from chromium import needs_chromium, start_chromium
 from mqtt_broker import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,8 +37,6 @@ DOCS_SHOT = REPO / "docs/img/live-view.png"
 DOCS_PHONE = REPO / "docs/img/live-view-phone.png"
 STATIC = REPO / "device/web/static"
 WIDTH = 480  # [web] stream_width in these tests; the sample video is 640x360
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 OFFLINE_WAIT_S = 4.5  # longer than the page's 3.5 s "no message: server unreachable" timer
 
 
@@ -854,40 +853,12 @@ def test_healthcheck_helper(video_daemon):
 
 # -- a real browser -----------------------------------------------------------------------------
 
-needs_browser = pytest.mark.skipif(
-    CHROMIUM is None or CHROMEDRIVER is None,
-    reason="Debian chromium + chromium-driver missing (apt-get install chromium chromium-driver)",
-)
+needs_browser = needs_chromium
 
 
 @pytest.fixture(scope="module")
 def browser(web_tmp):
-    webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium (dev)")
-    from selenium.webdriver.chrome.service import Service
-
-    if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.skip("Debian chromium + chromium-driver missing")
-    os.environ.setdefault("SE_AVOID_STATS", "true")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--hide-scrollbars",
-        "--force-device-scale-factor=1",
-        "--window-size=1280,720",
-        f"--user-data-dir={web_tmp / 'chromium-profile'}",
-    ):
-        opts.add_argument(flag)
-    drv = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
-    drv.set_page_load_timeout(30)
+    drv = start_chromium(web_tmp / "chromium-profile", "--disable-quic")
     yield drv
     drv.quit()
 
