@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from emotion_edge import __version__
-from emotion_edge.config.tables import SOURCE_KINDS
+from emotion_edge.config.tables import DETECTOR_KINDS, SOURCE_KINDS
 from emotion_edge.errors import ConfigError, EmotionEdgeError
 
 log = logging.getLogger("emotion_edge")
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", metavar="PATH", help="int8 emotion .tflite (its .json sidecar beside it)"
     )
     g.add_argument(
-        "--detector", metavar="KIND", help="face detector: blazeface | blazeface_full | haar"
+        "--detector", metavar="KIND", help="face detector: " + " | ".join(DETECTOR_KINDS)
     )
     o = p.add_argument_group("output")
     x = o.add_mutually_exclusive_group()

@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+from emotion_edge.config.tables import DETECTOR_KINDS
 from emotion_edge.errors import EmotionEdgeError
 
 log = logging.getLogger("emotion_edge_record")
@@ -161,7 +162,7 @@ def record_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--config", metavar="TOML", help="daemon config for the in-process pipeline")
     s.add_argument("--model", metavar="PATH", help="int8 emotion .tflite (default: the packaged)")
-    s.add_argument("--detector", metavar="KIND", help="blazeface | blazeface_full | haar")
+    s.add_argument("--detector", metavar="KIND", help=" | ".join(DETECTOR_KINDS))
     s.add_argument("--device-id", metavar="ID", help="device id to record under (default: name)")
     s.add_argument(
         "--interval",

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from emotion_edge.config.tables import DETECTOR_KINDS
 from emotion_edge.detect.detector import (
     Detection,
     DetectorConfig,
@@ -159,9 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Recall/precision of a face detector on dlib imglab XML boxes.",
     )
     p.add_argument("xml", nargs="+", help="imglab XML file(s), e.g. dlib_faces/testing.xml")
-    p.add_argument(
-        "--kind", default=DetectorConfig.kind, help="auto | blazeface | blazeface_full | haar"
-    )
+    p.add_argument("--kind", default=DetectorConfig.kind, help=" | ".join(DETECTOR_KINDS))
     p.add_argument("--min-score", type=float, default=DetectorConfig.min_score)
     p.add_argument("--min-face-px", type=int, default=DetectorConfig.min_face_px)
     p.add_argument("--iou", type=float, default=0.3, help="IoU for a match (default 0.3)")
