@@ -29,7 +29,7 @@ from emotion_edge.publish.base import Output
 from emotion_edge.stats import BudgetFigures, FrameCounters, StageTimes, stats_payload
 from emotion_edge.systemd_notify import SystemdNotifier
 from emotion_edge.track.events import EmotionEvent, EventEngine, FaceObservation, state_payload
-from emotion_edge.track.smoothing import EmaSmoother
+from emotion_edge.track.smoothing import EmotionSmoother
 from emotion_edge.track.timeline import TimelineSampler
 from emotion_edge.track.tracker import IouTracker
 from emotion_edge.video.capture import FrameFeed
@@ -160,7 +160,7 @@ class Pipeline:
         self.model_version = classifier.version
         t = cfg.tracking
         self.tracker = IouTracker(t)
-        self.smoother = EmaSmoother(t.smoothing_tau_s)
+        self.smoother = EmotionSmoother(t.smoothing_tau_s, t.change_distance)
         self.engine = EventEngine(t, classifier.labels, self.device_id, self.model_version)
         # timeline samples: every announced face's probabilities, at [output] timeline_interval_s
         self.timeline: TimelineSampler | None = None
@@ -374,7 +374,11 @@ class Pipeline:
         t3 = time.monotonic()
         obs = [
             FaceObservation(
-                t.track_id, t.box, t.hits, self.smoother.update(t.track_id, p, frame.timestamp)
+                t.track_id,
+                t.box,
+                t.hits,
+                self.smoother.update(t.track_id, p, frame.timestamp),
+                change_ts=self.smoother.last_change(t.track_id),
             )
             for t, p in zip(visible, probs, strict=True)
         ] + [FaceObservation(t.track_id, t.box, t.hits, p, detected=False) for t, p in carried]

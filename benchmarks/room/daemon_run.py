@@ -43,7 +43,8 @@ BEFORE_PINS: dict[str, dict] = {
 # Keys added by issue 39, at the values that behave as before them (pinned when present).
 BEFORE_NEW_KEYS: dict[str, dict] = {
     "classifier": {"model": "pair"},  # the two-net file only, never switched
-    "tracking": {"hold_s": 0.0, "max_jump": 0.0},  # missed runs alone end a track; IoU only
+    # missed runs alone end a track; IoU only; one margin, no change points
+    "tracking": {"hold_s": 0.0, "max_jump": 0.0, "change_distance": 1.0, "revert_s": 0.0},
 }
 T0 = 1_790_000_000.0  # the clip's frame 0 as epoch seconds (any fixed value does)
 

@@ -179,16 +179,44 @@ class TrackingConfig:
         max=1000,
     )
     smoothing_tau_s: float = setting(
-        0.4, "EMA time constant of emotion probabilities; 0 = none", min=0.0, max=60.0
+        0.3, "EMA time constant of emotion probabilities; 0 = none", min=0.0, max=60.0
     )
     min_confidence: float = setting(
         0.3, "smoothed probability a new emotion needs to be reported", min=0.0, max=1.0
     )
     hysteresis: float = setting(
-        0.25, "margin a new emotion must beat the reported one by", min=0.0, max=1.0
+        0.35,
+        "margin a new emotion must beat the reported one by (see hysteresis_after_change)",
+        min=0.0,
+        max=1.0,
     )
     min_dwell_s: float = setting(
         0.2, "how long a new emotion must lead before it is reported", min=0.0, max=600.0
+    )
+    change_distance: float = setting(
+        0.3,
+        "a face's raw probabilities over the last 0.4 s moved this far (total variation) from "
+        "the 1.5 s before: a change point; smoothing restarts from the new evidence (1 = off)",
+        min=0.0,
+        max=1.0,
+        min_exclusive=True,
+    )
+    hysteresis_after_change: float = setting(
+        0.0,
+        "the margin a new emotion needs instead of hysteresis within after_change_s of a "
+        "change point",
+        min=0.0,
+        max=1.0,
+    )
+    after_change_s: float = setting(
+        1.5, "how long after a change point hysteresis_after_change applies", min=0.0, max=60.0
+    )
+    revert_s: float = setting(
+        3.0,
+        "a change back to the emotion reported before, within this many seconds of the last "
+        "change, needs the full hysteresis (flicker between two emotions is told once)",
+        min=0.0,
+        max=600.0,
     )
     top_k: int = setting(3, "emotions with confidences in each event", min=1, max=7)
     velocity_alpha: float = setting(

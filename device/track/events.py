@@ -6,10 +6,17 @@ payload names its schema in a "schema" field, so a stdout JSON-lines consumer ca
 apart without MQTT topics.
 
 `EventEngine` decides when a tracked face deserves an event: it appears (after `min_hits`
-detections, so one-frame false positives stay quiet), its dominant emotion changes (the new
-emotion must beat the reported one by `hysteresis`, reach `min_confidence` and hold for
-`min_dwell_s`, so noisy probabilities do not spam), or it disappears (only faces that were
-announced).
+detections, so one-frame false positives stay quiet), its dominant emotion changes, or it
+disappears (only faces that were announced).
+
+A change is reported when the new emotion reaches `min_confidence`, beats the reported one by
+a margin and keeps doing so for `min_dwell_s`. The margin depends on the evidence: within
+`after_change_s` of a change point in the face's raw probabilities (track/change_point.py: the
+face looks different from a moment ago) it is `hysteresis_after_change`, so a real change is
+told while it is news; otherwise it is the larger `hysteresis`, so probabilities that drift or
+flicker on an unchanged face do not spam. Going back to the emotion reported just before,
+within `revert_s` of the last change, always needs `hysteresis`: a face that flickers between
+two emotions on a noisy classifier is told once, not every time the lead swaps.
 """
 
 from __future__ import annotations
@@ -127,6 +134,8 @@ class FaceState:
     last_ts: float = 0.0
     detected: bool = True  # found by the detector in the newest frame (else carried)
     lead_s: dict[str, float] = field(default_factory=dict)  # seconds each label led
+    previous: str | None = None  # the emotion reported before `emotion`
+    changed_ts: float = 0.0  # when `emotion` was reported
 
     def dominant(self) -> tuple[str | None, float]:
         """The label that led for the largest share of the tracked time, and that share."""
@@ -146,6 +155,7 @@ class FaceObservation:
     hits: int
     probs: np.ndarray  # smoothed, sums to 1
     detected: bool = True  # False: carried by the tracker through a detection miss
+    change_ts: float | None = None  # capture time of the latest change point of its evidence
 
 
 class EventEngine:
@@ -230,13 +240,18 @@ class EventEngine:
                 continue
             p_best = float(ob.probs[self.labels.index(best)])
             p_cur = float(ob.probs[self.labels.index(st.emotion)])
-            if p_best < cfg.min_confidence or p_best - p_cur < cfg.hysteresis:
+            fresh = ob.change_ts is not None and ts - ob.change_ts <= cfg.after_change_s
+            if best == st.previous and ts - st.changed_ts < cfg.revert_s:
+                fresh = False  # back to what it just left: flicker until it beats hysteresis
+            margin = cfg.hysteresis_after_change if fresh else cfg.hysteresis
+            if p_best < cfg.min_confidence or p_best - p_cur < margin:
                 st.candidate = None
                 continue
             if st.candidate != best:
                 st.candidate, st.candidate_since = best, ts
             if ts - st.candidate_since >= cfg.min_dwell_s:
                 prev, st.emotion, st.candidate = st.emotion, best, None
+                st.previous, st.changed_ts = prev, ts
                 st.confidence = p_best
                 events.append(
                     self._event(

@@ -2,7 +2,8 @@
 
 The weight of a new observation depends on the time since the previous one,
 alpha = 1 - exp(-dt / tau), so smoothing behaves the same whether the pipeline runs at 30 fps
-or has degraded to 8 fps.
+or has degraded to 8 fps. `EmotionSmoother` restarts a face's average at a change point of its
+raw evidence (track/change_point.py), so a new expression is not averaged with the old one.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import math
 from collections.abc import Iterable
 
 import numpy as np
+from emotion_edge.track.change_point import ChangePointDetector
 
 
 class EmaSmoother:
@@ -37,6 +39,10 @@ class EmaSmoother:
         self._state[key] = (out, ts)
         return out
 
+    def reset(self, key: int, probs: np.ndarray, ts: float) -> None:
+        """Start the key's average over from `probs` at `ts`."""
+        self._state[key] = (np.asarray(probs, np.float32).copy(), ts)
+
     def get(self, key: int) -> np.ndarray | None:
         entry = self._state.get(key)
         return None if entry is None else entry[0]
@@ -47,3 +53,33 @@ class EmaSmoother:
 
     def __len__(self) -> int:
         return len(self._state)
+
+
+class EmotionSmoother:
+    """The per-face average that the event engine judges, restarted at change points."""
+
+    def __init__(self, tau_s: float, change_distance: float) -> None:
+        self.ema = EmaSmoother(tau_s)
+        self.changes = ChangePointDetector(change_distance)
+
+    def update(self, key: int, probs: np.ndarray, ts: float) -> np.ndarray:
+        """Blend one frame's raw probabilities in (from the new evidence after a step)."""
+        restart = self.changes.update(key, probs, ts)
+        if restart is not None:
+            self.ema.reset(key, restart, ts)
+        return self.ema.update(key, probs, ts)
+
+    def get(self, key: int) -> np.ndarray | None:
+        return self.ema.get(key)
+
+    def last_change(self, key: int) -> float | None:
+        """Capture time of the key's latest change point, or None."""
+        return self.changes.last(key)
+
+    def forget(self, keys: Iterable[int]) -> None:
+        keys = list(keys)
+        self.ema.forget(keys)
+        self.changes.forget(keys)
+
+    def __len__(self) -> int:
+        return len(self.ema)
