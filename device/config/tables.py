@@ -179,13 +179,13 @@ class TrackingConfig:
         max=1000,
     )
     smoothing_tau_s: float = setting(
-        0.3, "EMA time constant of emotion probabilities; 0 = none", min=0.0, max=60.0
+        0.4, "EMA time constant of emotion probabilities; 0 = none", min=0.0, max=60.0
     )
     min_confidence: float = setting(
         0.3, "smoothed probability a new emotion needs to be reported", min=0.0, max=1.0
     )
     hysteresis: float = setting(
-        0.35,
+        0.5,
         "margin a new emotion must beat the reported one by (see hysteresis_after_change)",
         min=0.0,
         max=1.0,
