@@ -255,6 +255,22 @@ def test_one_face_framed_tight_and_loose_by_two_views_stays_one_track():
     assert tracks[0].visible and tracks[0].box == (110.0, 115.0, 36.0, 36.0)
 
 
+def test_a_small_face_inside_a_close_faces_box_is_another_person():
+    """A person behind, seen within the corner of a close face's (loose) box, keeps an id of
+    its own, and a miss of the close face does not hand its id to the small one."""
+    tr = IouTracker(TrackingConfig(iou_threshold=0.3, max_jump=0.6, max_missed=2, hold_s=2.0))
+    big, small = (54.0, 64.0, 380.0, 380.0), (408.0, 70.0, 24.0, 24.0)
+    tr.update([big, small], ts=0.0)
+    tracks, removed = tr.update([big, small], ts=0.1)
+    assert sorted(t.track_id for t in tracks) == [1, 2] and removed == []
+    # the close face missed for a run: it is carried, the small face stays id 2
+    tracks, removed = tr.update([small], ts=0.2)
+    by_id = {t.track_id: t for t in tracks}
+    assert removed == [] and by_id[1].box == big and by_id[2].box == small
+    tracks, _ = tr.update([big, small], ts=0.3)
+    assert {t.track_id: t.box for t in tracks} == {1: big, 2: small}
+
+
 def test_carried_face_changes_nothing_and_disappeared_tells_stable_and_dominant_emotion():
     eng = _engine(min_dwell_s=0.2)
     eng.update([_obs(1, _probs("happy", 0.6), 1)], [], 0, (640, 480), 0.0)
