@@ -85,6 +85,15 @@ def test_fuse_keeps_one_box_per_face():
     assert fuse([inside, other, big], 0.3) == [big, other]
 
 
+def test_fuse_keeps_a_face_behind_in_a_close_faces_margin_but_not_a_part_of_its_core():
+    close = Detection((54.0, 64.0, 380.0, 380.0), 0.8)
+    behind = Detection((408.0, 70.0, 24.0, 24.0), 0.9)  # in the close box's corner
+    mouth = Detection((230.0, 300.0, 30.0, 30.0), 0.7)  # an upscaled part of the close face
+    assert fuse([close, behind], 0.3) == [behind, close]
+    assert fuse([mouth, close], 0.3) == [close]
+    assert fuse([close, behind, mouth], 0.3) == [behind, close]
+
+
 def test_small_face_short_range_misses_is_found_within_a_scan_cycle_then_every_frame(face_crop):
     frame, box = room_frame(face_crop, 30, (420, 300))
     assert not hit(make_detector(DetectorConfig(kind="blazeface")).detect(frame), box)

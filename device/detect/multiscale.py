@@ -32,6 +32,7 @@ import numpy as np
 from emotion_edge.config import DetectorConfig
 from emotion_edge.detect.detector import BlazeFaceDetector, Detection
 from emotion_edge.errors import ModelError
+from emotion_edge.geometry import same_face_nested
 
 # Face heights (in network input pixels) that short-range BlazeFace finds reliably; measured on
 # FER2013 faces pasted at known sizes (benchmarks/blazeface_scale.py, docs/benchmarks.md).
@@ -79,7 +80,8 @@ def grid_anchors(w: int, h: int) -> np.ndarray:
 
 def fuse(dets: list[Detection], iou_thr: float, inside_thr: float = 0.6) -> list[Detection]:
     """Score-ordered suppression across views: a box overlapping a kept one by IoU > iou_thr,
-    or lying mostly (> inside_thr of its area) inside it or around it, is the same face."""
+    or lying mostly (> inside_thr of its area) inside it or around it as the same face
+    (geometry.same_face_nested), is that face."""
     kept: list[Detection] = []
     for d in sorted(dets, key=lambda d: -d.score):
         x, y, w, h = d.box
@@ -92,7 +94,7 @@ def fuse(dets: list[Detection], iou_thr: float, inside_thr: float = 0.6) -> list
             small = min(w * h, kw * kh)
             union = w * h + kw * kh - inter
             if (union > 0 and inter / union > iou_thr) or (
-                small > 0 and inter / small > inside_thr
+                small > 0 and inter / small > inside_thr and same_face_nested(d.box, k.box)
             ):
                 same = True
                 break
@@ -416,10 +418,12 @@ class MultiScaleDetector:
 
 
 def _near_any(d: Detection, others: list[Detection]) -> bool:
-    """Whether `d`'s centre lies inside one of `others` (the same face, already known)."""
+    """Whether `d`'s centre lies inside one of `others` as the same face (already known)."""
     cx, cy = d.box[0] + d.box[2] / 2, d.box[1] + d.box[3] / 2
     return any(
-        o.box[0] <= cx <= o.box[0] + o.box[2] and o.box[1] <= cy <= o.box[1] + o.box[3]
+        o.box[0] <= cx <= o.box[0] + o.box[2]
+        and o.box[1] <= cy <= o.box[1] + o.box[3]
+        and same_face_nested(d.box, o.box)
         for o in others
     )
 
@@ -435,6 +439,7 @@ def _centre_gap(a, b) -> float:
 
 
 def _overlap(a, b) -> bool:
+    """Overlapping boxes of one face (a face behind, in a close one's margin, is another)."""
     ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    return ix * iy > 0
+    return ix * iy > 0 and same_face_nested(a, b)

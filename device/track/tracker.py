@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from emotion_edge.config import TrackingConfig
+from emotion_edge.geometry import SAME_FACE_MAX_RATIO, same_face_nested
 
 Box = tuple[float, float, float, float]  # x, y, w, h
 
@@ -61,17 +62,11 @@ class Track:
         return self.missed == 0
 
 
-# Detector views at different scales frame one face tighter or looser, by up to this ratio
-# of box sizes (detect/multiscale.py); a box more than that smaller than another is another
-# face (a person behind, seen past the edge of a close face's box).
-SAME_FACE_MAX_RATIO = 2.5
-
-
 def _merge_duplicates(tracks: list[Track], inside: float = 0.7) -> tuple[list[Track], list[int]]:
     """One face cannot be two tracks: a track whose box lies mostly inside another's (or
-    around it), at a size within SAME_FACE_MAX_RATIO, is the same face framed tighter or
-    looser by another detector view; the younger one (higher id) goes, the older keeps the
-    face's id."""
+    around it) is the same face framed tighter or looser by another detector view
+    (geometry.same_face_nested: not a smaller face behind, in a close face's margin); the
+    younger one (higher id) goes, the older keeps the face's id."""
     gone: set[int] = set()
     order = sorted(tracks, key=lambda t: t.track_id)
     for i, a in enumerate(order):
@@ -85,10 +80,7 @@ def _merge_duplicates(tracks: list[Track], inside: float = 0.7) -> tuple[list[Tr
             ix = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
             iy = max(0.0, min(ay + ah, by + bh) - max(ay, by))
             small = min(aw * ah, bw * bh)
-            ratio = max(aw, ah) / max(bw, bh, 1e-6)
-            if not 1 / SAME_FACE_MAX_RATIO <= ratio <= SAME_FACE_MAX_RATIO:
-                continue
-            if small > 0 and ix * iy / small > inside:
+            if small > 0 and ix * iy / small > inside and same_face_nested(a.box, b.box):
                 gone.add(b.track_id)
                 if b.missed == 0 and a.missed > 0:  # the older one takes the fresh sighting
                     a.box, a.detected_box, a.score = b.box, b.detected_box, b.score
