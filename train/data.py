@@ -247,7 +247,8 @@ def load_fer(
             arrays = {"images": images, "labels": labels, "usage": usage, "cache_key": cache_key}
             if votes is not None:
                 arrays["ferplus_votes"] = votes
-            tmp = cache_file.with_suffix(".tmp.npz")
+            # one temporary name per process: two runs parsing at once must not collide
+            tmp = cache_file.with_suffix(f".{os.getpid()}.tmp.npz")
             np.savez(tmp, **arrays)
             tmp.replace(cache_file)
             log.info("cached parsed arrays to %s", cache_file)
