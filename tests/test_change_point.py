@@ -54,6 +54,18 @@ def test_flicker_and_slow_drift_are_no_change_point():
     assert det.last(1) is None
 
 
+def test_at_a_low_frame_rate_the_windows_stretch_to_hold_the_evidence():
+    for fps in (4.0, 2.0):
+        det = ChangePointDetector(0.3)
+        found = []
+        for i in range(int(8 * fps)):
+            ts = i / fps
+            p = _probs(happy=0.8) if ts < 4.0 else _probs(sad=0.7, happy=0.1)
+            if det.update(1, p, ts) is not None:
+                found.append(ts)
+        assert len(found) == 1 and 4.0 <= found[0] <= 4.0 + 2.5 / fps, (fps, found)
+
+
 def test_distance_one_turns_change_points_off():
     det = ChangePointDetector(1.0)
     for i in range(60):

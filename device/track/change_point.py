@@ -21,6 +21,7 @@ import numpy as np
 
 RECENT_S = 0.4  # the new evidence: long enough to outvote one odd frame at 10-30 fps
 HISTORY_S = 1.5  # what it is compared with: the expression held before
+MIN_FRAMES = 2  # frames each window holds at least
 
 
 class ChangePointDetector:
@@ -40,26 +41,36 @@ class ChangePointDetector:
         evidence (what the face shows now), else None."""
         hist = self._hist.setdefault(key, deque())
         hist.append((ts, np.asarray(raw, np.float32)))
-        while hist and ts - hist[0][0] > self.recent_s + self.history_s:
+        items = list(hist)
+        # at a low frame rate (a loaded Pi, detection every Nth frame) the windows stretch to
+        # hold MIN_FRAMES frames each
+        n_recent = max(MIN_FRAMES, sum(1 for t, _ in items if ts - t <= self.recent_s))
+        span = ts - items[-n_recent][0] if len(items) >= n_recent else self.recent_s
+        while len(hist) > 2 * MIN_FRAMES and ts - hist[0][0] > span + self.history_s:
             hist.popleft()
-        if self.distance >= 1.0:
-            return None  # off: a total variation never exceeds 1
-        recent = [p for t, p in hist if ts - t <= self.recent_s]
-        older = [p for t, p in hist if ts - t > self.recent_s]
-        if len(recent) < 2 or len(older) < 2:
+        if self.distance >= 1.0 or len(items) < n_recent + MIN_FRAMES:
+            return None  # off (a total variation never exceeds 1), or too little evidence
+        start = items[-n_recent][0]
+        recent = [p for _, p in items[-n_recent:]]
+        older = [p for t, p in items[:-n_recent] if start - t <= self.history_s]
+        if len(older) < MIN_FRAMES:
             return None
-        if ts - self._last.get(key, -np.inf) <= self.recent_s:
+        if ts - self._last.get(key, -np.inf) <= span:
             return None  # the same step, still inside the recent window
         now, before = np.mean(recent, axis=0), np.mean(older, axis=0)
         if 0.5 * float(np.abs(now - before).sum()) < self.distance:
             return None
         self._last[key] = ts
         # the frames that took the step (the recent window may still hold some from before it)
-        moved = [p for p in recent if 0.5 * float(np.abs(p - before).sum()) >= self.distance]
+        moved = [
+            (t, p)
+            for t, p in items[-n_recent:]
+            if 0.5 * float(np.abs(p - before).sum()) >= self.distance
+        ]
         if moved:
-            now = np.mean(moved, axis=0)
+            now = np.mean([p for _, p in moved], axis=0)
         # the step is told once: only the new evidence stays as history
-        self._hist[key] = deque((t, p) for t, p in hist if ts - t <= self.recent_s)
+        self._hist[key] = deque(moved or items[-n_recent:])
         total = float(now.sum())
         return now / total if total > 0 else now
 
