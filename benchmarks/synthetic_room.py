@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import statistics
 import time
 from pathlib import Path
 
@@ -125,6 +126,10 @@ def score_clip(truth: scenes.Truth, rec: daemon_run.RunRecord) -> dict:
     }
 
 
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 3) if values else None
+
+
 def pooled(per_clip: dict[str, dict]) -> dict:
     clips = list(per_clip.values())
     ident = [c["identity"] for c in clips]
@@ -159,6 +164,7 @@ def pooled(per_clip: dict[str, dict]) -> dict:
         },
         "changed": {
             **ch,
+            "delay_median_s": _median([d for c in clips for d in c["changed"]["delays_s"]]),
             "recall": round(ch["told"] / ch["switches"], 4) if ch["switches"] else None,
             "face_minutes_constant": round(minutes, 3),
             "false_per_face_minute": round(ch["false_constant"] / minutes, 3) if minutes else None,
@@ -381,6 +387,15 @@ def markdown(result: dict) -> str:
         lambda r: (
             f"{r['room']['changed']['recall']:.2f} "
             f"({r['room']['changed']['told']}/{r['room']['changed']['switches']})"
+        ),
+    )
+    row(
+        "delay from a switch to the `changed` that told it, median",
+        "",
+        lambda r: (
+            "-"
+            if r["room"]["changed"].get("delay_median_s") is None
+            else f"{r['room']['changed']['delay_median_s']:.2f} s"
         ),
     )
     row(

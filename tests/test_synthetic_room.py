@@ -144,6 +144,10 @@ def test_changed_recall_and_false_changes(clip):
     told = [changed_event(truth, s["person"], s["frame"] + 8, s["to"]) for s in truth.switches]
     res = score.changed_scores(truth, told, assoc)
     assert res["recall"] == 1.0 and res["false_constant"] == 0 and res["in_window_wrong"] == 0
+    # each told 8 frames after its frame: the switch time is the fade's middle, within a frame
+    fps = truth.fps
+    assert all(abs(d - 8 / fps) <= 1 / fps for d in res["delays_s"])
+    assert abs(res["delay_median_s"] - 8 / fps) <= 1 / fps
     # one switch not told: recall 3/4
     res = score.changed_scores(truth, told[1:], assoc)
     assert res["told"] == 3 and res["recall"] == 0.75

@@ -10,6 +10,7 @@ counts neither as a hit nor as a false positive, and an ignored face is never a 
 
 from __future__ import annotations
 
+import statistics
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -279,6 +280,7 @@ def changed_scores(truth: Truth, events: list[dict], assoc: dict[int, dict[int, 
     switches = [dict(s, told=False) for s in truth.switches]
     changed = [e for e in events if e["kind"] == "changed"]
     false_constant = in_window_wrong = on_no_one = 0
+    delays: list[float] = []  # seconds from a told switch to its `changed`
     for ev in sorted(changed, key=lambda e: e["frame"]):
         t = ev["frame"] / fps
         p = _event_person(ev, assoc, truth)
@@ -293,6 +295,7 @@ def changed_scores(truth: Truth, events: list[dict], assoc: dict[int, dict[int, 
         hit = next((s for s in windows if not s["told"] and s["to"] == ev["emotion"]), None)
         if hit is not None:
             hit["told"] = True
+            delays.append(round(t - hit["t_s"], 3))
         elif windows:
             in_window_wrong += 1
         else:
@@ -324,6 +327,8 @@ def changed_scores(truth: Truth, events: list[dict], assoc: dict[int, dict[int, 
         "false_per_face_minute": round(false_constant / minutes, 3) if minutes else None,
         "in_window_wrong": in_window_wrong,
         "on_no_one": on_no_one,
+        "delays_s": delays,
+        "delay_median_s": round(statistics.median(delays), 3) if delays else None,
     }
 
 
