@@ -34,6 +34,7 @@ pytest.importorskip("aiohttp")
 
 from emotion_edge.analyze import Analyzer, ImageError, analyze_image, decode_image  # noqa: E402
 from emotion_edge.config import load_config  # noqa: E402
+from emotion_edge.geometry import iou  # noqa: E402
 from emotion_edge.web import WebServer  # noqa: E402
 from emotion_edge.web.analyze_api import AnalyzeLimits, make_analyze_api  # noqa: E402
 
@@ -43,13 +44,6 @@ MB = 1024 * 1024
 # the two people in two_people.jpg (x, y, w, h); a detector may find more (a false positive
 # is the detector's business, tested in its own tests), but never fewer
 TWO_FACES = ((236, 50, 176, 176), (792, 98, 135, 135))
-
-
-def iou(a, b) -> float:
-    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
 
 
 def finds_both(boxes) -> bool:

@@ -24,12 +24,12 @@ from emotion_edge.detect.detector import (
     Detection,
     DetectorConfig,
     HaarDetector,
-    iou,
     make_detector,
     ssd_anchors,
     weighted_nms,
 )
 from emotion_edge.errors import ConfigError, ModelError
+from emotion_edge.geometry import iou
 from emotion_edge.tools import extract_blazeface
 from emotion_edge.tools.detector_eval import count_faces, evaluate, load_dlib_xml, match
 

@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from emotion_edge.geometry import iou
 
 FPS = 15.0
 FRAME_W, FRAME_H = 640, 480
@@ -218,15 +219,7 @@ def _matches(det: tuple, rule: tuple) -> bool:
     """score.match_boxes's criterion for one pair (scenes.py cannot import score.py)."""
     cx, cy = det[0] + det[2] / 2, det[1] + det[3] / 2
     inside = rule[0] <= cx <= rule[0] + rule[2] and rule[1] <= cy <= rule[1] + rule[3]
-    return _iou(det, rule) >= 0.3 or (inside and 0.5 <= det[3] / rule[3] <= 2.0)
-
-
-def _iou(a: tuple, b: tuple) -> float:
-    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
+    return iou(det, rule) >= 0.3 or (inside and 0.5 <= det[3] / rule[3] <= 2.0)
 
 
 # -- backgrounds --------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from emotion_edge.geometry import iou
+
 from benchmarks.room.scenes import Truth
 
 Box = tuple[float, float, float, float]  # x, y, w, h
@@ -38,14 +40,6 @@ def bucket_of(height: float) -> str:
         if lo <= height < hi:
             return name
     return BUCKETS[-1][0]
-
-
-def iou(a: Box, b: Box) -> float:
-    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _centre_inside(det: Box, gt: Box) -> bool:

@@ -32,7 +32,7 @@ import numpy as np
 from emotion_edge.config import DetectorConfig
 from emotion_edge.detect.detector import BlazeFaceDetector, Detection
 from emotion_edge.errors import ModelError
-from emotion_edge.geometry import same_face_nested
+from emotion_edge.geometry import intersection, iou, nested_same_face, same_face_nested
 
 # Face heights (in network input pixels) that short-range BlazeFace finds reliably; measured on
 # FER2013 faces pasted at known sizes (benchmarks/blazeface_scale.py, docs/benchmarks.md).
@@ -81,24 +81,12 @@ def grid_anchors(w: int, h: int) -> np.ndarray:
 def fuse(dets: list[Detection], iou_thr: float, inside_thr: float = 0.6) -> list[Detection]:
     """Score-ordered suppression across views: a box overlapping a kept one by IoU > iou_thr,
     or lying mostly (> inside_thr of its area) inside it or around it as the same face
-    (geometry.same_face_nested), is that face."""
+    (geometry.nested_same_face), is that face."""
     kept: list[Detection] = []
     for d in sorted(dets, key=lambda d: -d.score):
-        x, y, w, h = d.box
-        same = False
-        for k in kept:
-            kx, ky, kw, kh = k.box
-            ix = max(0.0, min(x + w, kx + kw) - max(x, kx))
-            iy = max(0.0, min(y + h, ky + kh) - max(y, ky))
-            inter = ix * iy
-            small = min(w * h, kw * kh)
-            union = w * h + kw * kh - inter
-            if (union > 0 and inter / union > iou_thr) or (
-                small > 0 and inter / small > inside_thr and same_face_nested(d.box, k.box)
-            ):
-                same = True
-                break
-        if not same:
+        if not any(
+            iou(d.box, k.box) > iou_thr or nested_same_face(d.box, k.box, inside_thr) for k in kept
+        ):
             kept.append(d)
     return kept
 
@@ -440,6 +428,4 @@ def _centre_gap(a, b) -> float:
 
 def _overlap(a, b) -> bool:
     """Overlapping boxes of one face (a face behind, in a close one's margin, is another)."""
-    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    return ix * iy > 0 and same_face_nested(a, b)
+    return intersection(a, b) > 0 and same_face_nested(a, b)

@@ -27,9 +27,9 @@ from emotion_edge.detect.detector import (
     DetectorConfig,
     FaceDetector,
     detect_photo,
-    iou,
     make_detector,
 )
+from emotion_edge.geometry import iou
 
 Box = tuple[float, float, float, float]  # x, y, w, h
 

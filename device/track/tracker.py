@@ -17,19 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from emotion_edge.config import TrackingConfig
-from emotion_edge.geometry import SAME_FACE_MAX_RATIO, same_face_nested
-
-Box = tuple[float, float, float, float]  # x, y, w, h
-
-
-def iou(a: Box, b: Box) -> float:
-    ax0, ay0, aw, ah = a
-    bx0, by0, bw, bh = b
-    ix = max(0.0, min(ax0 + aw, bx0 + bw) - max(ax0, bx0))
-    iy = max(0.0, min(ay0 + ah, by0 + bh) - max(ay0, by0))
-    inter = ix * iy
-    union = aw * ah + bw * bh - inter
-    return inter / union if union > 0 else 0.0
+from emotion_edge.geometry import SAME_FACE_MAX_RATIO, Box, iou, nested_same_face
 
 
 def iou_matrix(a: Sequence[Box], b: Sequence[Box]) -> np.ndarray:
@@ -65,7 +53,7 @@ class Track:
 def _merge_duplicates(tracks: list[Track], inside: float = 0.7) -> tuple[list[Track], list[int]]:
     """One face cannot be two tracks: a track whose box lies mostly inside another's (or
     around it) is the same face framed tighter or looser by another detector view
-    (geometry.same_face_nested: not a smaller face behind, in a close face's margin); the
+    (geometry.nested_same_face: not a smaller face behind, in a close face's margin); the
     younger one (higher id) goes, the older keeps the face's id."""
     gone: set[int] = set()
     order = sorted(tracks, key=lambda t: t.track_id)
@@ -75,12 +63,7 @@ def _merge_duplicates(tracks: list[Track], inside: float = 0.7) -> tuple[list[Tr
         for b in order[i + 1 :]:
             if b.track_id in gone:
                 continue
-            ax, ay, aw, ah = a.box
-            bx, by, bw, bh = b.box
-            ix = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
-            iy = max(0.0, min(ay + ah, by + bh) - max(ay, by))
-            small = min(aw * ah, bw * bh)
-            if small > 0 and ix * iy / small > inside and same_face_nested(a.box, b.box):
+            if nested_same_face(a.box, b.box, inside):
                 gone.add(b.track_id)
                 if b.missed == 0 and a.missed > 0:  # the older one takes the fresh sighting
                     a.box, a.detected_box, a.score = b.box, b.detected_box, b.score
