@@ -2,10 +2,11 @@
 
 Detection is the costliest stage of the run and, with detection on every frame, its output
 depends only on the frames, the detector's code and its config. A run stores each clip's
-detections under a key made of those three (the sha256 of device/detect/*.py and
-preprocess.py, the [detector] table, the clip's generator digest); a later run with the same
-key hands the stored detections to the pipeline in order instead of running the detector,
-and everything after detection (tracker, classifier, smoothing, events) runs for real.
+detections under a key made of those three (the sha256 of device/detect/*.py,
+preprocess.py and geometry.py, the [detector] table, the clip's generator digest); a later
+run with the same key hands the stored detections to the pipeline in order instead of running
+the detector, and everything after detection (tracker, classifier, smoothing, events) runs for
+real.
 A change to the detector's code or settings changes the key, so a stale replay cannot
 happen; `--no-replay` turns it off. Cost figures are always timed live.
 """
@@ -25,7 +26,9 @@ def detector_key(cfg, clip_params: str) -> str:
 
     pkg = Path(emotion_edge.__file__).parent
     h = hashlib.sha256()
-    for path in sorted((pkg / "detect").glob("*.py")) + [pkg / "preprocess.py"]:
+    # geometry.py: the detector's fusion and memory decide with it which boxes are one face
+    code = [pkg / "preprocess.py", pkg / "geometry.py"]
+    for path in sorted((pkg / "detect").glob("*.py")) + code:
         if path.is_file():
             h.update(path.name.encode())
             h.update(path.read_bytes())
