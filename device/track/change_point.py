@@ -24,6 +24,11 @@ HISTORY_S = 1.5  # what it is compared with: the expression held before
 MIN_FRAMES = 2  # frames each window holds at least
 
 
+def _moved(a: np.ndarray, b: np.ndarray) -> float:
+    """Total variation between two distributions: the probability mass that moved."""
+    return 0.5 * float(np.abs(a - b).sum())
+
+
 class ChangePointDetector:
     """Per face key: is the newest raw evidence a step away from what came before?"""
 
@@ -39,6 +44,8 @@ class ChangePointDetector:
     def update(self, key: int, raw: np.ndarray, ts: float) -> np.ndarray | None:
         """Add one frame's raw probabilities; at a change point return the mean of the recent
         evidence (what the face shows now), else None."""
+        if self.distance >= 1.0:
+            return None  # off: a total variation never exceeds 1
         hist = self._hist.setdefault(key, deque())
         hist.append((ts, np.asarray(raw, np.float32)))
         items = list(hist)
@@ -48,8 +55,8 @@ class ChangePointDetector:
         span = ts - items[-n_recent][0] if len(items) >= n_recent else self.recent_s
         while len(hist) > 2 * MIN_FRAMES and ts - hist[0][0] > span + self.history_s:
             hist.popleft()
-        if self.distance >= 1.0 or len(items) < n_recent + MIN_FRAMES:
-            return None  # off (a total variation never exceeds 1), or too little evidence
+        if len(items) < n_recent + MIN_FRAMES:
+            return None  # too little evidence
         start = items[-n_recent][0]
         recent = [p for _, p in items[-n_recent:]]
         older = [p for t, p in items[:-n_recent] if start - t <= self.history_s]
@@ -58,15 +65,11 @@ class ChangePointDetector:
         if ts - self._last.get(key, -np.inf) <= span:
             return None  # the same step, still inside the recent window
         now, before = np.mean(recent, axis=0), np.mean(older, axis=0)
-        if 0.5 * float(np.abs(now - before).sum()) < self.distance:
+        if _moved(now, before) < self.distance:
             return None
         self._last[key] = ts
         # the frames that took the step (the recent window may still hold some from before it)
-        moved = [
-            (t, p)
-            for t, p in items[-n_recent:]
-            if 0.5 * float(np.abs(p - before).sum()) >= self.distance
-        ]
+        moved = [(t, p) for t, p in items[-n_recent:] if _moved(p, before) >= self.distance]
         if moved:
             now = np.mean([p for _, p in moved], axis=0)
         # the step is told once: only the new evidence stays as history

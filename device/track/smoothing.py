@@ -80,6 +80,3 @@ class EmotionSmoother:
         keys = list(keys)
         self.ema.forget(keys)
         self.changes.forget(keys)
-
-    def __len__(self) -> int:
-        return len(self.ema)
